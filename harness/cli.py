@@ -1,0 +1,131 @@
+"""The `harness` command line: thin click commands that parse and call the library.
+
+    harness run --method jacobi --task humaneval --limit 5
+    harness methods | harness tasks
+Heavy imports (torch, transformers) happen inside the commands so that --help is instant.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from harness import HarnessError
+
+
+def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise HarnessError(f"-O {pair!r}: options are written key=value, e.g. -O block_size=16")
+        out[key.strip()] = value.strip()
+    return out
+
+
+class Group(click.Group):
+    """Turns HarnessError (and the library's own user errors) into one line and exit status 2."""
+
+    def invoke(self, ctx):
+        from methods import MethodError
+
+        try:
+            return super().invoke(ctx)
+        except (HarnessError, MethodError) as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted; finished samples are saved: rerun with --resume RUN_ID to continue", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=Group)
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+def main(verbose: bool):
+    """Benchmark parallel decoding methods against AR decoding on the same hardware."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        import os
+
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+RUN_OPTIONS = ("method", "task", "prompts", "model", "device", "dtype", "limit", "max_new_tokens", "seed",
+               "options", "output_dir", "chat_template")
+
+
+@main.command()
+@click.option("--method", "-m", help="Decoding method (see `harness methods`).")
+@click.option("--task", "-t", help="Task (see `harness tasks`).")
+@click.option("--prompts", type=click.Path(dir_okay=False), help="A JSONL file of {\"id\", \"prompt\"} rows, instead of --task.")
+@click.option("--model", default="smollm2-135m", show_default=True,
+              help="Alias (smollm2-135m, tiny-random), hub id, local model directory or .gguf file.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--dtype", default="auto", show_default=True, help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16.")
+@click.option("--limit", type=int, help="Run only the first N prompts.")
+@click.option("--max-new-tokens", type=int, default=128, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-O", "options", multiple=True, metavar="KEY=VALUE", help="Method option, repeatable (e.g. -O block_size=16).")
+@click.option("--output-dir", default="results/runs", show_default=True, type=click.Path(file_okay=False))
+@click.option("--chat-template/--no-chat-template", default=True, show_default=True,
+              help="Wrap prompts in the model's chat template when it has one.")
+@click.option("--resume", metavar="RUN_ID", help="Continue an interrupted run in --output-dir, skipping finished requests.")
+@click.pass_context
+def run(ctx, resume, **kwargs):
+    """Run a method and the AR baseline, paired per request, and record the results."""
+    from harness.records import MANIFEST, read_json
+    from harness.runner import RunConfig, run as run_
+
+    kwargs["options"] = _parse_options(kwargs["options"])
+    if resume:
+        recorded = read_json(_resume_dir(kwargs["output_dir"], resume) / MANIFEST).get("config", {})
+        for key in RUN_OPTIONS:
+            source = ctx.get_parameter_source(key)
+            given = kwargs[key]
+            if key != "output_dir" and source == click.core.ParameterSource.COMMANDLINE and given != recorded.get(key):
+                flag = "-O" if key == "options" else "--" + key.replace("_", "-")
+                raise HarnessError(f"run {resume} was made with {flag} {recorded.get(key)!r}, not {given!r}; "
+                                   "leave the option out when resuming")
+        kwargs = {**{k: v for k, v in recorded.items() if k in RUN_OPTIONS}, "output_dir": kwargs["output_dir"]}
+    elif not kwargs["method"]:
+        raise HarnessError("no method: pass --method (see `harness methods`)")
+    run_(RunConfig(**kwargs), resume=resume, echo=click.echo)
+
+
+def _resume_dir(output_dir: str, run_id: str):
+    from pathlib import Path
+
+    path = Path(output_dir) / run_id
+    if not (path / "run.json").exists():
+        raise HarnessError(f"no run {run_id!r} under {output_dir} to resume (pass the same --output-dir as the run)")
+    return path
+
+
+@main.command()
+def methods():
+    """List the registered decoding methods."""
+    from methods import MethodError, available_methods, get_method
+
+    rows = []
+    for name, spec in sorted(available_methods().items()):
+        try:
+            cls = get_method(name)
+            desc = cls.description + ("" if cls.lossless else " [lossy]")
+        except MethodError as e:
+            desc = f"BROKEN: {e}"
+        rows.append((name, spec.origin, desc))
+    width = max(len(r[0]) for r in rows) + 2
+    origin_width = max(len(r[1]) for r in rows) + 2
+    for name, origin, desc in rows:
+        click.echo(f"{name:<{width}}{origin:<{origin_width}}{desc}")
+
+
+@main.command()
+def tasks():
+    """List the tasks."""
+    from harness.tasks import TASKS
+
+    for name, cls in TASKS.items():
+        click.echo(f"{name:<12}{cls().description}")
+    click.echo(f"{'--prompts':<12}any JSONL file of {{\"id\", \"prompt\"}} rows")

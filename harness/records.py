@@ -1,0 +1,130 @@
+"""Run records on disk: DIR/<run_id>/run.json (conditions), samples.jsonl (one row per request per
+method, appended as produced) and summary.json (derived). Reading tolerates a torn last line, so an
+interrupted run resumes without losing or redoing finished samples.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import secrets
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from harness import HarnessError
+
+log = logging.getLogger(__name__)
+
+SAMPLES = "samples.jsonl"
+MANIFEST = "run.json"
+SUMMARY = "summary.json"
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HarnessError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise HarnessError(f"{path} is not valid JSON ({e}); the run folder is damaged") from None
+
+
+def read_samples(path: Path, repair: bool = False) -> list[dict]:
+    """Rows of samples.jsonl. A torn or corrupt line is skipped with a warning; with repair=True the
+    file is rewritten without it, so that appending continues from clean rows."""
+    if not path.exists():
+        return []
+    rows, bad = [], 0
+    raw = path.read_bytes().decode("utf-8", errors="replace")
+    for lineno, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not an object")
+            rows.append(row)
+        except ValueError:
+            bad += 1
+            log.warning("%s:%d: skipping a corrupt row (an interrupted write?)", path, lineno)
+    if repair and (bad or (raw and not raw.endswith("\n"))):
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, path)
+    return rows
+
+
+class SampleWriter:
+    """Appends one JSON row per line, flushed and fsynced so that a crash loses at most the row in flight."""
+
+    def __init__(self, path: Path):
+        self.f = open(path, "a", encoding="utf-8")
+
+    def write(self, row: dict) -> None:
+        self.f.write(json.dumps(row, default=str) + "\n")
+        self.f.flush()
+        os.fsync(self.f.fileno())
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def git_commit() -> dict:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    if sha.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware(device: torch.device) -> dict:
+    info = {"device": device.type, "cpu": cpu_name(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    info["label"] = info.get("gpu") or f"{info['cpu']} ({info['cpu_count']} cores)"
+    return info
+
+
+def versions() -> dict:
+    import transformers
+
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        harness_version = version("parallel-decoding-harness")
+    except PackageNotFoundError:
+        harness_version = None
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "harness": harness_version, "platform": platform.platform()}

@@ -1,0 +1,65 @@
+"""Pure summary of samples rows: per-method throughput, tokens per step, and paired speedup vs AR.
+
+`speedup` is the ratio of total times, sum(AR wall time) / sum(method wall time), over the requests
+where both succeeded; `speedup_geomean` is the geometric mean of the per-request ratios.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+BASELINE = "ar"
+
+
+def _finite(x):
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
+
+
+def method_stats(ok: pd.DataFrame) -> dict:
+    steps, new, wall = ok["steps"].sum(), ok["new_tokens"].sum(), ok["wall_time_s"].sum()
+    return {"n": int(len(ok)), "new_tokens": int(new), "steps": int(steps),
+            "tokens_per_step": float(new / steps) if steps else None,
+            "tokens_per_s": float(new / wall) if wall else None,
+            "wall_time_s": float(wall)}
+
+
+def paired_stats(method: pd.DataFrame, base: pd.DataFrame) -> dict:
+    pairs = method.merge(base, on="doc_id", suffixes=("", "_ar"))
+    if pairs.empty:
+        return {"n_paired": 0, "speedup": None, "speedup_geomean": None, "lossless_rate": None}
+    ratio = pairs["wall_time_s_ar"] / pairs["wall_time_s"]
+    return {"n_paired": int(len(pairs)),
+            "speedup": _finite(float(pairs["wall_time_s_ar"].sum() / pairs["wall_time_s"].sum())),
+            "speedup_geomean": _finite(float(math.exp(ratio.map(math.log).mean()))),
+            "lossless_rate": float((pairs["output_sha1"] == pairs["output_sha1_ar"]).mean())}
+
+
+def summarize(rows: list[dict], baseline: str = BASELINE) -> dict[str, dict]:
+    """{method: stats} from samples rows (one per request per method)."""
+    if not rows:
+        return {}
+    df = pd.DataFrame(rows)
+    df["error"] = df.get("error")
+    out = {}
+    base = df[(df["method"] == baseline) & df["error"].isna()]
+    for name, group in df.groupby("method", sort=False):
+        ok = group[group["error"].isna()]
+        stats = method_stats(ok)
+        stats["n_errors"] = int(len(group) - len(ok))
+        stats.update(paired_stats(ok, base) if name != baseline else
+                     {"n_paired": int(len(ok)), "speedup": 1.0, "speedup_geomean": 1.0, "lossless_rate": 1.0})
+        stats["accuracy"] = None  # until a task supplies a metric
+        out[name] = stats
+    return out
+
+
+def format_table(summary: dict[str, dict]) -> str:
+    head = f"{'method':<14}{'n':>5}{'tok/step':>10}{'tok/s':>9}{'speedup':>9}{'geomean':>9}{'lossless':>10}{'errors':>8}"
+    lines = [head, "-" * len(head)]
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    for name, s in summary.items():
+        lines.append(f"{name:<14}{s['n']:>5}{fmt(s['tokens_per_step'], '.2f'):>10}{fmt(s['tokens_per_s'], '.1f'):>9}"
+                     f"{fmt(s['speedup'], '.2f'):>9}{fmt(s['speedup_geomean'], '.2f'):>9}"
+                     f"{fmt(s['lossless_rate'], '.0%'):>10}{s['n_errors']:>8}")
+    return "\n".join(lines)

@@ -1,0 +1,79 @@
+"""The one decoder interface every method implements.
+
+A decoder is built from a model and its options, then `decode(input_ids, max_new_tokens)` yields one
+`Step` per target-model forward pass. The harness owns the clock, stopping and recording; a decoder
+never looks at EOS, stop strings or time.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterator
+
+import torch
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one target-model forward pass committed."""
+
+    tokens: tuple[int, ...]  # committed token ids, at least one
+    drafted: int = 0  # tokens proposed for verification in this forward
+    accepted: int = 0  # of those, how many were accepted
+    draft_forwards: int = 0  # forwards of a separate drafter spent on this step
+
+
+class OptionError(ValueError):
+    """A bad `-O key=value` option; the message says what is allowed."""
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    pass
+
+
+def _convert(value: str, kind: Any, key: str) -> Any:
+    if kind in (bool, "bool"):
+        low = value.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise OptionError(f"option {key}={value!r}: expected true or false")
+    for typ, name in ((int, "int"), (float, "float")):
+        if kind in (typ, name):
+            try:
+                return typ(value)
+            except ValueError:
+                raise OptionError(f"option {key}={value!r}: expected a number ({name})") from None
+    return value
+
+
+class Decoder:
+    """Base class: subclasses set `description`, `Options` (a frozen dataclass) and `decode`."""
+
+    description: ClassVar[str] = ""
+    lossless: ClassVar[bool] = True  # greedy output must equal AR's token for token
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, model: torch.nn.Module, options: Any = None):
+        self.model = model
+        self.options = options if options is not None else self.Options()
+
+    @classmethod
+    def parse_options(cls, pairs: dict[str, str]) -> Any:
+        """Build validated options from strings; unknown keys and bad values raise OptionError."""
+        fields = {f.name: f for f in dataclasses.fields(cls.Options)}
+        unknown = sorted(set(pairs) - set(fields))
+        if unknown:
+            allowed = ", ".join(sorted(fields)) or "none"
+            raise OptionError(f"unknown option {unknown[0]!r} for this method; allowed: {allowed}")
+        values = {k: _convert(v, fields[k].type, k) for k, v in pairs.items()}
+        try:
+            return cls.Options(**values)
+        except (TypeError, ValueError) as e:
+            raise OptionError(str(e)) from None
+
+    def decode(self, input_ids: torch.Tensor, max_new_tokens: int) -> Iterator[Step]:
+        """input_ids: (1, T) on the model's device. Yields Steps until max_new_tokens are committed."""
+        raise NotImplementedError

@@ -1,0 +1,70 @@
+"""Vanilla Jacobi decoding over an n-token block, KV-cached (Santilli et al. 2023; the CLLM paper's baseline).
+
+Each forward takes the last committed token plus the current n-token guess, commits the longest guess
+prefix that the model's own greedy predictions verify (plus one bonus token), rolls the cache back to
+the committed length and keeps the unverified predictions as the next guess. Greedy output equals AR's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from methods.acceptance import greedy_accept
+from methods.base import Decoder, Step
+from methods.kv import forward, new_cache, rollback
+
+INITS = ("prompt", "repeat")
+
+
+@dataclass(frozen=True)
+class JacobiOptions:
+    block_size: int = 16  # n: guess tokens verified per forward (the forward is n+1 tokens wide)
+    init: str = "prompt"  # fresh guess tokens: random prompt tokens (as CLLM) or the last committed token
+    seed: int = 0  # seeds the "prompt" init so that runs repeat exactly
+
+    def __post_init__(self):
+        if self.block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {self.block_size}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+
+
+class Jacobi(Decoder):
+    description = "vanilla Jacobi iteration over an n-token block (lossless under greedy)"
+    Options = JacobiOptions
+
+    def _filler(self, input_ids: torch.Tensor):
+        """Returns fill(k, last) -> (k,) tokens to complete a guess."""
+        prompt = input_ids[0]
+        gen = torch.Generator(device="cpu").manual_seed(self.options.seed)
+        if self.options.init == "repeat":
+            return lambda k, last: last.view(1).expand(k)
+        return lambda k, last: prompt[torch.randint(len(prompt), (k,), generator=gen).to(prompt.device)]
+
+    @torch.inference_mode()
+    def decode(self, input_ids: torch.Tensor, max_new_tokens: int) -> Iterator[Step]:
+        n = self.options.block_size
+        fill = self._filler(input_ids)
+        cache = new_cache(self.model)
+        # 1. Prefill: the prompt's forward commits the first token, exactly as in AR.
+        last = forward(self.model, input_ids, cache, keep=1)[0, -1].argmax()  # ()
+        yield Step(tokens=(int(last),))
+        produced = 1
+        guess = fill(n, last)  # (n,)
+        while produced < max_new_tokens:
+            # 2. Guess no further than the token budget: positions past it could never be committed.
+            g = min(n, max_new_tokens - produced - 1)
+            x = torch.cat([last.view(1), guess[:g]]).unsqueeze(0)  # (1, g+1)
+            preds = forward(self.model, x, cache, keep=g + 1)[0].argmax(-1)  # (g+1,)
+            # 3. Verify: guess[i] stands if it equals the model's prediction given everything before it.
+            k = greedy_accept(guess[:g], preds)
+            # 4. The cache holds [last, guess[:g]]; only [last, guess[:k]] are committed context.
+            rollback(cache, g - k)
+            yield Step(tokens=tuple(preds[: k + 1].tolist()), drafted=g, accepted=k)
+            produced += k + 1
+            last = preds[k]
+            # 5. Jacobi update: the unverified predictions become the next guess, topped up to n.
+            tail = preds[k + 1 :]
+            guess = torch.cat([tail, fill(n - tail.shape[0], last)])
