@@ -33,7 +33,7 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except (HarnessError, MethodError) as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo("error: " + " ".join(str(e).split()), err=True)  # always one line
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted; finished samples are saved: rerun with --resume RUN_ID to continue", err=True)

@@ -111,7 +111,7 @@ def gguf_cache_dir(gguf: Path) -> Path:
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     except Exception as e:
-        raise HarnessError(f"could not read GGUF file {gguf}: {type(e).__name__}: {e}") from None
+        raise HarnessError(f"could not read GGUF file {gguf}: {_first_line(e)}") from None
     # The weights are plain float tensors now; drop the quantizer so that save_pretrained accepts them.
     model.config.__dict__.pop("quantization_config", None)
     model.hf_quantizer, model.is_quantized = None, False
@@ -162,6 +162,11 @@ def tiny_random(seed: int = 0, arch: str = "llama", **overrides) -> tuple[torch.
     return model.eval(), tok
 
 
+def _first_line(e: Exception) -> str:
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"
+
+
 def _context_length(model) -> int:
     cfg = model.config
     for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
@@ -207,13 +212,14 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto", seed: int =
         model = model.to(device=dev, dtype=dt)
     else:
         folder = str(gguf_cache_dir(Path(path))) if source == "gguf" else path
+        where = "the hub (is this machine online?)" if source == "hub" else folder
         try:
             tok = AutoTokenizer.from_pretrained(folder)
+        except Exception as e:  # the user boundary: any loader failure becomes one clear line
+            raise HarnessError(f"could not load the tokenizer of model {spec!r} from {where}: {_first_line(e)}") from None
+        try:
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=dt).to(dev)
-        except OSError as e:
-            where = "the hub (is this machine online?)" if source == "hub" else folder
-            raise HarnessError(f"could not load model {spec!r} from {where}: {str(e).splitlines()[0]}") from None
-        except ValueError as e:
-            raise HarnessError(f"model {spec!r} is not a causal language model transformers can load: {e}") from None
+        except Exception as e:
+            raise HarnessError(f"could not load model {spec!r} from {where} as a causal LM: {_first_line(e)}") from None
     model.eval()
     return LoadedModel(model, tok, spec, "alias" if spec in ALIASES else source, path, dev, dt, _context_length(model))

