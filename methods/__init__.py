@@ -16,6 +16,7 @@ from methods.base import Decoder, OptionError, Step
 BUILTINS: dict[str, str] = {
     "ar": "methods.ar:AR",
     "jacobi": "methods.jacobi:Jacobi",
+    "lookahead": "methods.lookahead:Lookahead",
 }
 ENTRY_POINT_GROUP = "harness.methods"
 

@@ -36,3 +36,45 @@ def rollback(cache: DynamicCache, n: int) -> None:
 def forward(model: torch.nn.Module, input_ids: torch.Tensor, cache: DynamicCache, keep: int) -> torch.Tensor:
     """Run the model on input_ids (1, t) after the cached positions; return the last `keep` logits (1, keep, V)."""
     return model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=keep).logits
+
+
+def tree_forward(model: torch.nn.Module, input_ids: torch.Tensor, cache: DynamicCache, allowed: torch.Tensor,
+                 positions: torch.Tensor, keep: int) -> torch.Tensor:
+    """One forward over tokens that are not a single causal chain (lookahead's branches, draft trees).
+
+    input_ids (1, q); allowed (q, q) bool: which new tokens each new token sees (every token sees all cached
+    ones, subject to sliding windows); positions (q,) their absolute positions. Returns the last `keep`
+    logits (1, keep, V).
+    """
+    mask = tree_attention_mask(model, cache, allowed, positions)
+    return model(input_ids=input_ids, past_key_values=cache, use_cache=True, attention_mask=mask,
+                 position_ids=positions.unsqueeze(0), logits_to_keep=keep).logits
+
+
+def tree_attention_mask(model, cache: DynamicCache, allowed: torch.Tensor, positions: torch.Tensor):
+    """The 4D mask (or {layer type: mask} for models that mix full and sliding layers) that transformers
+    uses as-is. Its key axis covers what each cache layer exposes (get_mask_sizes) plus the new tokens."""
+    config = model.config.get_text_config()
+    impl = getattr(config, "_attn_implementation", None) or "eager"
+    if impl not in ("sdpa", "eager"):
+        raise CacheRollbackError(f"tree attention needs attn_implementation sdpa or eager, not {impl}")
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    cached = cache.get_seq_length()
+    q = allowed.shape[0]
+
+    def build(layer_idx: int, sliding: bool):
+        kv_length, _ = cache.get_mask_sizes(q, layer_idx) if cached else (q, 0)
+        n_cached = kv_length - q  # the cached keys this layer shows to the new tokens (the most recent ones)
+        k_pos = torch.cat([torch.arange(cached - n_cached, cached, device=positions.device), positions])
+        ok = torch.cat([torch.ones(q, n_cached, dtype=torch.bool, device=allowed.device), allowed], dim=1)
+        if sliding and window:
+            ok &= (positions[:, None] - k_pos[None, :]) < window
+        if impl == "sdpa":
+            return ok[None, None]
+        dtype = next(model.parameters()).dtype
+        return torch.zeros(ok.shape, dtype=dtype, device=ok.device).masked_fill(~ok, torch.finfo(dtype).min)[None, None]
+
+    if layer_types:
+        return {kind: build(layer_types.index(kind), kind == "sliding_attention") for kind in set(layer_types)}
+    return build(0, bool(window))

@@ -13,6 +13,10 @@ from tests.conftest import PROMPTS, _model, encode
 # Option sets each lossless method is checked under; a method not listed is checked at its defaults.
 OPTION_SETS = {
     "jacobi": [{"block_size": str(b), "init": i} for b in (1, 2, 3, 5, 8, 16) for i in ("prompt", "repeat")],
+    "lookahead": [{"window": w, "ngram": n, "guess_set": g, "pool": p}
+                  for w, n, g, p in [("1", "2", "2", "false"), ("2", "2", "0", "false"), ("3", "3", "3", "false"),
+                                     ("4", "3", "4", "true"), ("5", "4", "2", "false"), ("2", "5", "5", "true"),
+                                     ("6", "2", "6", "false"), ("4", "6", "1", "true")]],
 }
 LOSSLESS = sorted(n for n in available_methods() if n != "ar" and get_method(n).lossless)
 CASES = [(m, o) for m in LOSSLESS for o in OPTION_SETS.get(m, [{}])]
@@ -102,6 +106,36 @@ def test_jacobi_commits_many_tokens_per_step_on_a_loopy_model(loopy):
     steps = list(decoder("jacobi", {"block_size": "8", "init": "repeat"}, model).decode(ids, 64))
     assert max(len(s.tokens) for s in steps) > 4
     assert len(steps) < 32
+
+
+@pytest.mark.parametrize("block_size", [1, 3, 7])
+def test_lookahead_with_n2_and_no_pool_is_jacobi(tiny, block_size):
+    """N=2, G=0: the lookahead branch is one Jacobi level; the steps must equal Jacobi's one for one."""
+    _, model, tok = tiny
+    for prompt in PROMPTS:
+        ids = encode(tok, prompt)
+        for init in ("prompt", "repeat"):
+            jac = decoder("jacobi", {"block_size": str(block_size), "init": init}, model).decode(ids, 1000)
+            look = decoder("lookahead", {"window": str(block_size + 1), "ngram": "2", "guess_set": "0", "init": init},
+                           model).decode(ids, 1000)
+            for _, a, b in zip(range(12), jac, look):  # well before the budget, where Jacobi trims its block
+                assert (a.tokens, a.drafted, a.accepted) == (b.tokens, b.drafted, b.accepted)
+
+
+def test_lookahead_pool_persists_across_requests_only_when_asked(loopy):
+    model, tok = loopy
+    ids = encode(tok, "Once upon a time")
+    ref = ar_tokens(model, ids, MAX_NEW)
+    for pool in ("false", "true"):
+        d = decoder("lookahead", {"window": "3", "ngram": "4", "guess_set": "4", "pool": pool}, model)
+        runs = [list(d.decode(ids, MAX_NEW)) for _ in range(2)]
+        for steps in runs:
+            assert [t for s in steps for t in s.tokens] == ref
+        if pool == "false":
+            assert [s.tokens for s in runs[0]] == [s.tokens for s in runs[1]]  # a fresh pool each request
+        else:
+            # the second request starts with the first one's n-grams, so it has more candidates to verify
+            assert sum(s.drafted for s in runs[1]) > sum(s.drafted for s in runs[0])
 
 
 def test_fp32_is_what_the_tests_use(tiny):
