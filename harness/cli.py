@@ -122,6 +122,21 @@ def methods():
 
 
 @main.command()
+def drafters():
+    """List the drafters speculative decoding can use (-O draft=NAME[:ARG], or a model)."""
+    from methods.drafters import DRAFTERS
+    from methods.registry import RegistryError
+
+    for name, spec in sorted(DRAFTERS.available().items()):
+        try:
+            doc = (DRAFTERS.get(name).__doc__ or "").strip().splitlines()[0]
+        except RegistryError as e:
+            doc = f"BROKEN: {e}"
+        click.echo(f"{name:<12}{spec.origin:<10}{doc}")
+    click.echo(f"{'MODEL':<12}{'builtin':<10}any causal LM sharing the target's tokenizer (alias, hub id, directory, .gguf)")
+
+
+@main.command()
 def tasks():
     """List the tasks."""
     from harness.tasks import TASKS

@@ -64,9 +64,9 @@ def build_decoder(name: str, options: dict[str, str], model) -> tuple[Decoder, d
     cls = get_method(name)
     try:
         opts = cls.parse_options(options)
-    except OptionError as e:
+        return cls(model, opts), dataclasses.asdict(opts)
+    except (OptionError, ValueError) as e:  # bad options, or ones the decoder rejects when it sets up
         raise HarnessError(f"method {name}: {e}") from None
-    return cls(model, opts), dataclasses.asdict(opts)
 
 
 def eos_ids(lm: LoadedModel) -> frozenset[int]:
@@ -157,7 +157,9 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print) -> Path:
     lm = load_model(cfg.model, cfg.device, cfg.dtype, seed=cfg.seed)
     decoders = {cfg.method: build_decoder(cfg.method, cfg.options, lm.model)}
     if cfg.method != BASELINE:
-        decoders[BASELINE] = build_decoder(BASELINE, {}, lm.model)
+        # a sampling method is paired with AR sampling at the same temperature
+        base_options = {"temperature": cfg.options["temperature"]} if "temperature" in cfg.options else {}
+        decoders[BASELINE] = build_decoder(BASELINE, base_options, lm.model)
     prepared = prepare(lm, requests, cfg)
 
     # 2. The run folder: conditions in run.json, rows appended to samples.jsonl.

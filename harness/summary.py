@@ -18,10 +18,16 @@ def _finite(x):
 
 def method_stats(ok: pd.DataFrame) -> dict:
     steps, new, wall = ok["steps"].sum(), ok["new_tokens"].sum(), ok["wall_time_s"].sum()
+    drafted = ok["drafted_tokens"].sum() if "drafted_tokens" in ok else 0
+    accepted = ok["accepted_tokens"].sum() if "accepted_tokens" in ok else 0
+    draft_forwards = ok["draft_forwards"].sum() if "draft_forwards" in ok else 0
     return {"n": int(len(ok)), "new_tokens": int(new), "steps": int(steps),
             "tokens_per_step": float(new / steps) if steps else None,
             "tokens_per_s": float(new / wall) if wall else None,
-            "wall_time_s": float(wall)}
+            "wall_time_s": float(wall),
+            "drafted_tokens": int(drafted), "accepted_tokens": int(accepted),
+            "acceptance_rate": float(accepted / drafted) if drafted else None,
+            "draft_forwards_per_step": float(draft_forwards / steps) if steps else None}
 
 
 def paired_stats(method: pd.DataFrame, base: pd.DataFrame) -> dict:
@@ -55,11 +61,13 @@ def summarize(rows: list[dict], baseline: str = BASELINE) -> dict[str, dict]:
 
 
 def format_table(summary: dict[str, dict]) -> str:
-    head = f"{'method':<14}{'n':>5}{'tok/step':>10}{'tok/s':>9}{'speedup':>9}{'geomean':>9}{'lossless':>10}{'errors':>8}"
+    head = (f"{'method':<14}{'n':>5}{'tok/step':>10}{'accept':>8}{'tok/s':>9}{'speedup':>9}{'geomean':>9}"
+            f"{'lossless':>10}{'errors':>8}")
     lines = [head, "-" * len(head)]
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     for name, s in summary.items():
-        lines.append(f"{name:<14}{s['n']:>5}{fmt(s['tokens_per_step'], '.2f'):>10}{fmt(s['tokens_per_s'], '.1f'):>9}"
+        lines.append(f"{name:<14}{s['n']:>5}{fmt(s['tokens_per_step'], '.2f'):>10}"
+                     f"{fmt(s['acceptance_rate'], '.0%'):>8}{fmt(s['tokens_per_s'], '.1f'):>9}"
                      f"{fmt(s['speedup'], '.2f'):>9}{fmt(s['speedup_geomean'], '.2f'):>9}"
                      f"{fmt(s['lossless_rate'], '.0%'):>10}{s['n_errors']:>8}")
     return "\n".join(lines)

@@ -1,19 +1,31 @@
-"""Autoregressive greedy decoding with a KV cache: the baseline every speedup is measured against.
+"""Autoregressive decoding (greedy by default) with a KV cache: the baseline every speedup is measured against.
 
 Each step is one forward of one token (the first step is the prompt's prefill) and commits one token.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 
+from methods.acceptance import sample
 from methods.base import Decoder, Step
 from methods.kv import forward, new_cache
 
 
+@dataclass(frozen=True)
+class AROptions:
+    temperature: float = 0.0  # 0 = greedy (the baseline); > 0 samples from softmax(logits / temperature)
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+
+
 class AR(Decoder):
-    description = "autoregressive greedy decoding with a KV cache (the baseline)"
+    description = "autoregressive decoding with a KV cache (the baseline)"
+    Options = AROptions
 
     @torch.inference_mode()
     def decode(self, input_ids: torch.Tensor, max_new_tokens: int) -> Iterator[Step]:
@@ -21,6 +33,6 @@ class AR(Decoder):
         x = input_ids  # (1, T) for the prefill, then (1, 1)
         for _ in range(max_new_tokens):
             logits = forward(self.model, x, cache, keep=1)  # (1, 1, V)
-            tok = logits[0, -1].argmax()
-            yield Step(tokens=(int(tok),))
-            x = tok.view(1, 1)
+            tok = sample(logits[0, -1], self.options.temperature)
+            yield Step(tokens=(tok,))
+            x = torch.tensor([[tok]], device=input_ids.device)

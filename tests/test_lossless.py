@@ -17,6 +17,10 @@ OPTION_SETS = {
                   for w, n, g, p in [("1", "2", "2", "false"), ("2", "2", "0", "false"), ("3", "3", "3", "false"),
                                      ("4", "3", "4", "true"), ("5", "4", "2", "false"), ("2", "5", "5", "true"),
                                      ("6", "2", "6", "false"), ("4", "6", "1", "true")]],
+    "speculative": [{"draft": "ngram", "k": "1"}, {"draft": "ngram", "k": "3", "ngram": "1"},
+                    {"draft": "ngram", "k": "8", "ngram": "3", "adaptive": "true"},
+                    {"draft": "layerskip:1", "k": "3"}, {"draft": "layerskip:1", "k": "2", "adaptive": "true"},
+                    {"draft": "tiny-random", "k": "4"}, {"draft": "tiny-random", "k": "1", "adaptive": "true"}],
 }
 LOSSLESS = sorted(n for n in available_methods() if n != "ar" and get_method(n).lossless)
 CASES = [(m, o) for m in LOSSLESS for o in OPTION_SETS.get(m, [{}])]
@@ -52,21 +56,27 @@ def _raw_steps(method, options, model, ids, n):
     return [s.tokens for s in decoder(method, options, model).decode(ids, n)]
 
 
+# Option sets for the EOS/stop-string tests: defaults, plus a model drafter for speculative decoding (an
+# n-gram drafter only proposes tokens already in the text, so it never commits a new token mid-step).
+STOP_OPTIONS = {"speculative": [{}, {"draft": "layerskip:1", "k": "4"}]}
+
+
 @pytest.mark.parametrize("method", LOSSLESS)
 def test_eos_inside_an_accepted_block(method):
     """EOS at every position of AR's output: the method stops exactly where AR does."""
     mid_block = 0
-    for model_name in ("llama-loopy", "llama-loopy-b", "mistral-sliding-loopy"):
+    for options, model_name in [(o, m) for o in STOP_OPTIONS.get(method, [{}])
+                                for m in ("llama-loopy", "llama-loopy-b", "mistral-sliding-loopy")]:
         model, tok = _model(model_name)
         for prompt in PROMPTS:
             ids = encode(tok, prompt)
             ref = ar_tokens(model, ids, MAX_NEW)
-            steps = _raw_steps(method, {}, model, ids, MAX_NEW)
+            steps = _raw_steps(method, options, model, ids, MAX_NEW)
             for pos in range(1, len(ref)):
                 eos = ref[pos]
                 first = ref.index(eos)
                 stop = Stopper(frozenset({eos}))
-                g = generate(decoder(method, {}, model), ids, MAX_NEW, stop)
+                g = generate(decoder(method, options, model), ids, MAX_NEW, stop)
                 assert g.tokens == ref[: first + 1] and g.stop_reason == "eos"
                 assert sum(g.step_tokens) == len(g.tokens)
                 # was the EOS committed together with tokens after it (so the step had to be truncated)?
@@ -82,7 +92,7 @@ def test_eos_inside_an_accepted_block(method):
 @pytest.mark.parametrize("method", LOSSLESS)
 def test_stop_string_inside_an_accepted_block(method):
     truncated = 0
-    for model_name in ("llama-loopy", "llama-loopy-b"):
+    for options, model_name in [(o, m) for o in STOP_OPTIONS.get(method, [{}]) for m in ("llama-loopy", "llama-loopy-b")]:
         model, tok = _model(model_name)
         for prompt in PROMPTS:
             ids = encode(tok, prompt)
@@ -91,7 +101,7 @@ def test_stop_string_inside_an_accepted_block(method):
             for start in range(1, len(text) - 2, 3):
                 stop = Stopper(frozenset(), (text[start : start + 2],), tok)
                 a = generate(decoder("ar", {}, model), ids, MAX_NEW, stop)
-                b = generate(decoder(method, {}, model), ids, MAX_NEW, stop)
+                b = generate(decoder(method, options, model), ids, MAX_NEW, stop)
                 assert b.tokens == a.tokens and b.stop_reason == a.stop_reason == "stop_string"
                 assert stop.text(b.tokens) == stop.text(a.tokens)
                 assert text[start : start + 2] not in stop.text(b.tokens)

@@ -9,16 +9,17 @@ from methods import BUILTINS, MethodError, available_methods, get_method
 from methods.base import Decoder, OptionError
 
 
-def install_plugin(tmp_path, monkeypatch, name, attr, module_source):
+def install_plugin(tmp_path, monkeypatch, name, attr, module_source, group="harness.methods"):
     """A real installed distribution (dist-info with entry_points.txt) on sys.path; its module is unique
     to the test so that no earlier import is reused."""
     module = f"plugin_{name}_{abs(hash(str(tmp_path)))}"
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / f"{module}.py").write_text(textwrap.dedent(module_source))
     target = f"{module}:{attr}"
     info = tmp_path / "plugin_pkg-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: plugin-pkg\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[harness.methods]\n{name} = {target}\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{name} = {target}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
 
 

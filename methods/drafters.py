@@ -1,0 +1,152 @@
+"""Drafters for speculative decoding: each proposes up to k tokens after the committed text.
+
+    -O draft=ngram            prompt lookup: continue the last n-gram's earlier occurrence
+    -O draft=layerskip:L      self-speculation: the target's first L layers and its own head
+    -O draft=MODEL            any causal LM sharing the target's tokenizer (alias, hub id, dir, .gguf)
+Third-party drafters register like methods, in the entry-point group `harness.drafters`, and are used
+as `draft=NAME` or `draft=NAME:ARG`.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+
+from methods.acceptance import sample
+from methods.kv import forward, new_cache, rollback
+from methods.registry import Registry
+
+
+class Drafter:
+    """propose(committed, k, temperature) -> (tokens, q, forwards): up to k draft tokens, the drafter's
+    probabilities for them ((d, V), or None when the draft is deterministic) and draft forwards spent."""
+
+    def __init__(self, target: torch.nn.Module, arg: str | None = None):
+        self.target = target
+        self.arg = arg
+
+    def reset(self) -> None:
+        """Called at the start of every request."""
+
+    def propose(self, committed: Sequence[int], k: int, temperature: float):
+        raise NotImplementedError
+
+
+DRAFTERS = Registry("drafter", {"ngram": "methods.drafters:NgramDrafter",
+                                "layerskip": "methods.drafters:LayerSkipDrafter"},
+                    "harness.drafters", Drafter)
+
+
+def make_drafter(spec: str, target: torch.nn.Module, ngram: int = 2) -> Drafter:
+    """`name[:arg]` of a registered drafter; anything else is a model spec for ModelDrafter."""
+    name, _, arg = spec.partition(":")
+    if name in DRAFTERS.available():
+        cls = DRAFTERS.get(name)
+        return cls(target, arg or None, ngram=ngram) if cls is NgramDrafter else cls(target, arg or None)
+    return ModelDrafter(target, spec)
+
+
+class NgramDrafter(Drafter):
+    """Prompt lookup (Saxena 2023): find the last n tokens (n = ngram .. 1) earlier in the text and
+    propose what followed their first occurrence. No model, no forwards."""
+
+    def __init__(self, target, arg=None, ngram: int = 2):
+        super().__init__(target, arg)
+        self.ngram = int(arg) if arg else ngram
+
+    def propose(self, committed, k, temperature):
+        seq = torch.tensor(committed)
+        for n in range(min(self.ngram, len(committed) - 1), 0, -1):
+            windows = seq.unfold(0, n, 1)  # (L-n+1, n)
+            hits = (windows == seq[-n:]).all(1).nonzero().flatten().tolist()
+            for start in hits:
+                begin = start + n
+                end = min(begin + k, len(committed))
+                if begin < end:
+                    return committed[begin:end], None, 0
+        return [], None, 0
+
+
+class ModelDrafter(Drafter):
+    """A small causal LM drafts k tokens autoregressively with its own KV cache."""
+
+    def __init__(self, target, arg):
+        super().__init__(target, arg)
+        self.model = self._load(arg)
+        vd, vt = self.model.config.get_text_config().vocab_size, target.config.get_text_config().vocab_size
+        if vd != vt:
+            raise ValueError(f"draft model {arg!r} has a vocabulary of {vd} tokens, the target {vt}: "
+                             "a draft model must share the target's tokenizer")
+        self.cache, self.cached = None, []  # the drafter's KV cache and the tokens it holds
+
+    def _load(self, spec):
+        from harness.models import load_model
+
+        p = next(self.target.parameters())
+        return load_model(spec, device=str(p.device), dtype=str(p.dtype).replace("torch.", "")).model
+
+    def reset(self):
+        self.cache, self.cached = new_cache(self.model), []
+
+    def _sync_cache(self, committed) -> list[int]:
+        """Roll the cache back to its longest prefix shared with `committed`; return what it still lacks."""
+        same = 0
+        for a, b in zip(self.cached, committed):
+            if a != b:
+                break
+            same += 1
+        same = min(same, len(committed) - 1)  # always feed at least the last token
+        rollback(self.cache, len(self.cached) - same)
+        self.cached = list(committed[:same])
+        return list(committed[same:])
+
+    @torch.inference_mode()
+    def propose(self, committed, k, temperature):
+        feed = self._sync_cache(committed)
+        device = next(self.model.parameters()).device
+        tokens, probs = [], []
+        for _ in range(k):
+            logits = forward(self.model, torch.tensor([feed], device=device), self.cache, keep=1)[0, -1]  # (V,)
+            self.cached += feed
+            tok = sample(logits, temperature)
+            if temperature > 0:
+                probs.append(torch.softmax(logits.float() / temperature, -1))
+            tokens.append(tok)
+            feed = [tok]
+        q = torch.stack(probs) if probs else None
+        return tokens, q, k
+
+
+def truncated_view(model: torch.nn.Module, n_layers: int) -> torch.nn.Module:
+    """The same model, sharing every weight, but running only its first n_layers decoder layers."""
+    inner_name = model.base_model_prefix
+    inner = getattr(model, inner_name, None)
+    layers = getattr(inner, "layers", None)
+    if layers is None:
+        raise ValueError(f"layerskip needs a decoder with `{inner_name}.layers`; {type(model).__name__} has none")
+    total = len(layers)
+    if not 1 <= n_layers < total:
+        raise ValueError(f"layerskip:L needs 1 <= L < {total} (the target's layer count), got {n_layers}")
+    config = copy.deepcopy(model.config)
+    config.num_hidden_layers = n_layers
+    if getattr(config, "layer_types", None):
+        config.layer_types = config.layer_types[:n_layers]
+    new_inner = copy.copy(inner)
+    new_inner._modules = dict(inner._modules)
+    new_inner._modules["layers"] = torch.nn.ModuleList(list(layers)[:n_layers])
+    new_inner.config = config
+    view = copy.copy(model)
+    view._modules = dict(model._modules)
+    view._modules[inner_name] = new_inner
+    view.config = config
+    return view
+
+
+class LayerSkipDrafter(ModelDrafter):
+    """Self-speculation: the target's first L layers plus its final norm and head draft for the whole model."""
+
+    def _load(self, spec):
+        if not self.arg or not self.arg.isdigit():
+            raise ValueError(f"layerskip needs a layer count: draft=layerskip:L, got draft=layerskip:{self.arg or ''}")
+        return truncated_view(self.target, int(self.arg))
