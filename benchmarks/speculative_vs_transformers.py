@@ -15,7 +15,7 @@ import time
 import torch
 from transformers import AutoModelForCausalLM
 
-from benchmarks.compare_methods import gsm8k_requests
+from compare_methods import gsm8k_requests  # a sibling script: run from the repo root as python benchmarks/...
 from harness.generate import generate, sync
 from harness.models import load_model
 from harness.runner import RunConfig, build_decoder, prepare

@@ -59,9 +59,22 @@ class Stopper:
 class Generation:
     tokens: list[int] = field(default_factory=list)
     step_tokens: list[int] = field(default_factory=list)  # tokens committed by each step, after truncation
-    drafted: int = 0
-    accepted: int = 0
-    draft_forwards: int = 0
+    step_drafted: list[int] = field(default_factory=list)  # tokens proposed for verification, per step
+    step_accepted: list[int] = field(default_factory=list)  # of those, accepted, per step
+    step_draft_forwards: list[int] = field(default_factory=list)  # drafter forwards, per step
+
+    @property
+    def drafted(self) -> int:
+        return sum(self.step_drafted)
+
+    @property
+    def accepted(self) -> int:
+        return sum(self.step_accepted)
+
+    @property
+    def draft_forwards(self) -> int:
+        return sum(self.step_draft_forwards)
+
     stop_reason: str = "decoder_ended"  # only if a decoder stops early
     wall_time_s: float = 0.0
     ttft_s: float = 0.0
@@ -80,9 +93,9 @@ def generate(decoder: Decoder, input_ids: torch.Tensor, max_new_tokens: int, sto
                 raise RuntimeError(f"{type(decoder).__name__} yielded a step that commits no token")
             start = len(out.tokens)
             out.tokens.extend(step.tokens)
-            out.drafted += step.drafted
-            out.accepted += step.accepted
-            out.draft_forwards += step.draft_forwards
+            out.step_drafted.append(step.drafted)
+            out.step_accepted.append(step.accepted)
+            out.step_draft_forwards.append(step.draft_forwards)
             if start == 0:
                 sync(device)
                 out.ttft_s = time.perf_counter() - t0

@@ -67,7 +67,7 @@ def format_table(summary: dict[str, dict]) -> str:
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     for name, s in summary.items():
         lines.append(f"{name:<14}{s['n']:>5}{fmt(s['tokens_per_step'], '.2f'):>10}"
-                     f"{fmt(s['acceptance_rate'], '.0%'):>8}{fmt(s['tokens_per_s'], '.1f'):>9}"
+                     f"{fmt(s['acceptance_rate'], '.1%'):>8}{fmt(s['tokens_per_s'], '.1f'):>9}"
                      f"{fmt(s['speedup'], '.2f'):>9}{fmt(s['speedup_geomean'], '.2f'):>9}"
                      f"{fmt(s['lossless_rate'], '.0%'):>10}{s['n_errors']:>8}")
     return "\n".join(lines)

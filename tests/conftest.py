@@ -17,6 +17,10 @@ TINY_MODELS = {
     "llama-loopy-b": dict(arch="llama", seed=1, initializer_range=0.1, tie_word_embeddings=True),
     "mistral-sliding-loopy": dict(arch="mistral", seed=0, sliding_window=8, initializer_range=0.1,
                                   tie_word_embeddings=True),
+    # mixes sliding-window and full layers: per-layer-type masks and DynamicSlidingWindowLayer caches
+    "gemma3-mixed-loopy": dict(arch="gemma3_text", seed=0, sliding_window=8, head_dim=16,
+                               layer_types=["sliding_attention", "full_attention"], initializer_range=0.1,
+                               tie_word_embeddings=True),
 }
 
 PROMPTS = ["def f(x):", "hello world", "abc abc abc", "The quick brown fox", "x", "1 2 3 4 5 6 7 8",

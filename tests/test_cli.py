@@ -56,6 +56,8 @@ def test_run_round_trip(tmp_path):
     for r in rows:
         assert ROW_KEYS <= set(r) and r["error"] is None
         assert r["new_tokens"] == sum(r["step_tokens"]) <= 24
+        assert len(r["step_drafted"]) == len(r["step_accepted"]) == r["steps"]
+        assert sum(r["step_drafted"]) == r["drafted_tokens"] and sum(r["step_accepted"]) == r["accepted_tokens"]
     # alternating order: the method goes first on even requests, AR first on odd ones
     firsts = [r["method"] for r in rows if r["order"] == 0]
     assert firsts == ["jacobi", "ar", "jacobi", "ar"]

@@ -15,6 +15,8 @@ from harness.tasks import get_task
 from methods import available_methods, get_method
 
 pytestmark = pytest.mark.slow
+EMBEDDED_OPTIONS = {"jacobi": [{}, {"block_size": "4"}], "lookahead": [{}, {"window": "6", "ngram": "4", "guess_set": "6"}],
+                    "speculative": [{}, {"draft": "layerskip:10", "k": "3"}]}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,7 @@ def test_every_lossless_method_equals_ar_on_the_embedded_model(smol):
     for p in prepared:
         ref = generate(ar, p.input_ids, 48, Stopper(frozenset())).tokens
         for name in lossless:
-            for opts in ({}, {"block_size": "4"}) if name == "jacobi" else ({},):
+            for opts in EMBEDDED_OPTIONS.get(name, [{}]):
                 d, _ = build_decoder(name, opts, smol.model)
                 assert generate(d, p.input_ids, 48, Stopper(frozenset())).tokens == ref, (name, opts, p.request.doc_id)
 
