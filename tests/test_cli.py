@@ -197,5 +197,15 @@ def test_methods_and_tasks_listings():
     assert result.exit_code == 0
     lines = {line.split()[0]: line for line in result.output.splitlines()}
     assert "builtin" in lines["jacobi"] and "builtin" in lines["ar"]
+    assert "lookahead" in lines and "speculative" in lines
     result = invoke("tasks")
     assert result.exit_code == 0 and "humaneval" in result.output
+    result = invoke("drafters")
+    names = [line.split()[0] for line in result.output.splitlines()]
+    assert result.exit_code == 0 and names == ["layerskip", "ngram", "MODEL"]
+
+
+def test_speculative_options_errors_are_one_line(tmp_path):
+    result = invoke(*run_args(tmp_path, "-O", "draft=layerskip:9", method="speculative"))
+    assert result.exit_code == 2 and "layerskip:L needs 1 <= L < 2" in result.output
+    assert len(result.output.strip().splitlines()) == 1
