@@ -49,6 +49,7 @@ def main(verbose: bool):
         import os
 
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_VERBOSITY", "error")  # offline retries: our own error says it once
 
 
 RUN_OPTIONS = ("method", "task", "prompts", "model", "device", "dtype", "limit", "max_new_tokens", "seed",
