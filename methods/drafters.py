@@ -38,12 +38,12 @@ DRAFTERS = Registry("drafter", {"ngram": "methods.drafters:NgramDrafter",
                     "harness.drafters", Drafter)
 
 
-def make_drafter(spec: str, target: torch.nn.Module, ngram: int = 2) -> Drafter:
-    """`name[:arg]` of a registered drafter; anything else is a model spec for ModelDrafter."""
+def make_drafter(spec: str, target: torch.nn.Module, default_args: dict[str, str] | None = None) -> Drafter:
+    """`name[:arg]` of a registered drafter (a missing arg falls back to default_args[name]);
+    anything else is a model spec for ModelDrafter."""
     name, _, arg = spec.partition(":")
     if name in DRAFTERS.available():
-        cls = DRAFTERS.get(name)
-        return cls(target, arg or None, ngram=ngram) if cls is NgramDrafter else cls(target, arg or None)
+        return DRAFTERS.get(name)(target, arg or (default_args or {}).get(name))
     return ModelDrafter(target, spec)
 
 
@@ -51,9 +51,9 @@ class NgramDrafter(Drafter):
     """Prompt lookup (Saxena 2023): find the last n tokens (n = ngram .. 1) earlier in the text and
     propose what followed their first occurrence. No model, no forwards."""
 
-    def __init__(self, target, arg=None, ngram: int = 2):
+    def __init__(self, target, arg=None):
         super().__init__(target, arg)
-        self.ngram = int(arg) if arg else ngram
+        self.ngram = int(arg) if arg else 2
 
     def propose(self, committed, k, temperature):
         seq = torch.tensor(committed)

@@ -18,6 +18,14 @@ from methods.kv import forward, new_cache, rollback
 INITS = ("prompt", "repeat")
 
 
+def guess_filler(init: str, prompt: list[int], seed: int):
+    """fill(k, last) -> k fresh guess tokens: random prompt tokens (seeded, as CLLM) or `last` repeated."""
+    if init == "repeat":
+        return lambda k, last: [last] * k
+    gen = torch.Generator().manual_seed(seed)
+    return lambda k, last: [prompt[i] for i in torch.randint(len(prompt), (k,), generator=gen).tolist()]
+
+
 @dataclass(frozen=True)
 class JacobiOptions:
     block_size: int = 16  # n: guess tokens verified per forward (the forward is n+1 tokens wide)
@@ -35,18 +43,11 @@ class Jacobi(Decoder):
     description = "vanilla Jacobi iteration over an n-token block (lossless under greedy)"
     Options = JacobiOptions
 
-    def _filler(self, input_ids: torch.Tensor):
-        """Returns fill(k, last) -> (k,) tokens to complete a guess."""
-        prompt = input_ids[0]
-        gen = torch.Generator(device="cpu").manual_seed(self.options.seed)
-        if self.options.init == "repeat":
-            return lambda k, last: last.view(1).expand(k)
-        return lambda k, last: prompt[torch.randint(len(prompt), (k,), generator=gen).to(prompt.device)]
-
     @torch.inference_mode()
     def decode(self, input_ids: torch.Tensor, max_new_tokens: int) -> Iterator[Step]:
         n = self.options.block_size
-        fill = self._filler(input_ids)
+        filler = guess_filler(self.options.init, input_ids[0].tolist(), self.options.seed)
+        fill = lambda k, last: torch.tensor(filler(k, int(last)), dtype=torch.long, device=input_ids.device)  # noqa: E731
         cache = new_cache(self.model)
         # 1. Prefill: the prompt's forward commits the first token, exactly as in AR.
         last = forward(self.model, input_ids, cache, keep=1)[0, -1].argmax()  # ()

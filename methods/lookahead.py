@@ -18,7 +18,7 @@ import torch
 
 from methods.acceptance import greedy_accept
 from methods.base import Decoder, Step
-from methods.jacobi import INITS
+from methods.jacobi import INITS, guess_filler
 from methods.kv import forward, new_cache, rollback, tree_forward
 
 
@@ -96,10 +96,7 @@ class Lookahead(Decoder):
     def decode(self, input_ids: torch.Tensor, max_new_tokens: int) -> Iterator[Step]:
         o = self.options
         W, L, device = o.window, o.ngram - 1, input_ids.device
-        prompt = input_ids[0].tolist()
-        gen = torch.Generator().manual_seed(o.seed)
-        fill = (lambda k, last: [last] * k) if o.init == "repeat" else (
-            lambda k, last: [prompt[i] for i in torch.randint(len(prompt), (k,), generator=gen).tolist()])
+        fill = guess_filler(o.init, input_ids[0].tolist(), o.seed)
         pool = self._pool if o.pool else NgramPool(o.guess_set)
         cache = new_cache(self.model)
         # 1. Prefill: the prompt's forward commits the first token, exactly as in AR.

@@ -38,7 +38,7 @@ class Speculative(Decoder):
     def __init__(self, model, options=None):
         super().__init__(model, options)
         try:
-            self.drafter = make_drafter(self.options.draft, model, ngram=self.options.ngram)
+            self.drafter = make_drafter(self.options.draft, model, default_args={"ngram": str(self.options.ngram)})
         except ValueError as e:
             raise ValueError(f"draft={self.options.draft}: {e}") from None
 

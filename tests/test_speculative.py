@@ -22,7 +22,7 @@ def decoder(name, options, model):
 
 
 def test_ngram_drafter_is_prompt_lookup():
-    d = NgramDrafter(None, ngram=2)
+    d = NgramDrafter(None, "2")
     #            0  1  2  3  4  5  6  7
     committed = [5, 6, 7, 8, 9, 1, 5, 6]
     assert d.propose(committed, 3, 0.0) == ([7, 8, 9], None, 0)  # "5 6" occurred at 0: continue from 2
