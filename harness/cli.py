@@ -53,7 +53,7 @@ def main(verbose: bool):
 
 
 RUN_OPTIONS = ("method", "task", "prompts", "model", "device", "dtype", "limit", "max_new_tokens", "seed",
-               "options", "output_dir", "chat_template")
+               "options", "output_dir", "chat_template", "data_dir", "num_fewshot", "judge_url", "judge_model")
 
 
 @main.command()
@@ -65,12 +65,17 @@ RUN_OPTIONS = ("method", "task", "prompts", "model", "device", "dtype", "limit",
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--dtype", default="auto", show_default=True, help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16.")
 @click.option("--limit", type=int, help="Run only the first N prompts.")
-@click.option("--max-new-tokens", type=int, default=128, show_default=True)
+@click.option("--max-new-tokens", type=int, help="Token budget per answer (default: the task's; 128 for --prompts).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-O", "options", multiple=True, metavar="KEY=VALUE", help="Method option, repeatable (e.g. -O block_size=16).")
 @click.option("--output-dir", default="results/runs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--chat-template/--no-chat-template", default=True, show_default=True,
               help="Wrap prompts in the model's chat template when it has one.")
+@click.option("--data-dir", envvar="HARNESS_DATA_DIR", type=click.Path(file_okay=False),
+              help="Benchmark data laid out as gsm8k/, mt_bench/, spider/ (env HARNESS_DATA_DIR); default: the hub.")
+@click.option("--num-fewshot", type=int, help="Few-shot examples (default: the task's).")
+@click.option("--judge-url", help="MT-bench: OpenAI-compatible endpoint (e.g. http://host:8000/v1) for 1-10 grading.")
+@click.option("--judge-model", help="MT-bench: the judge model's name at --judge-url (API key from OPENAI_API_KEY).")
 @click.option("--resume", metavar="RUN_ID", help="Continue an interrupted run in --output-dir, skipping finished requests.")
 @click.pass_context
 def run(ctx, resume, **kwargs):
@@ -138,10 +143,17 @@ def drafters():
 
 
 @main.command()
-def tasks():
-    """List the tasks."""
+@click.option("--data-dir", envvar="HARNESS_DATA_DIR", type=click.Path(file_okay=False),
+              help="Check where each task's data is found in this directory (env HARNESS_DATA_DIR).")
+def tasks(data_dir):
+    """List the tasks: metric, split size and where their data comes from."""
     from harness.tasks import TASKS
 
-    for name, cls in TASKS.items():
-        click.echo(f"{name:<12}{cls().description}")
-    click.echo(f"{'--prompts':<12}any JSONL file of {{\"id\", \"prompt\"}} rows")
+    rows = [("task", "metric", "size", "data", "description")]
+    for name, make in TASKS.items():
+        task = make()
+        rows.append((name, task.metric.split(",")[0], str(task.size), task.locate(data_dir), task.description))
+    rows.append(("--prompts", "-", "-", "FILE.jsonl", "any JSONL file of {\"id\", \"prompt\"} rows (speed only)"))
+    widths = [max(len(r[i]) for r in rows) + 2 for i in range(4)]
+    for r in rows:
+        click.echo("".join(f"{c:<{w}}" for c, w in zip(r, widths)) + r[4])

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 SAMPLES = "samples.jsonl"
 MANIFEST = "run.json"
 SUMMARY = "summary.json"
+SCORES = "scores.jsonl"  # per-sample metric values, {"method", "doc_id", "scores"}
 
 
 def new_run_id() -> str:
@@ -34,6 +35,14 @@ def write_json_atomic(path: Path, obj) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2, default=str)
         f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row, default=str) + "\n")
     os.replace(tmp, path)
 
 

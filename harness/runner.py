@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 from harness import HarnessError
 from harness.generate import Stopper, generate
 from harness.models import LoadedModel, load_model
-from harness.records import (MANIFEST, SAMPLES, SUMMARY, SampleWriter, git_commit, hardware, new_run_id,
+from harness.records import (MANIFEST, SAMPLES, SCORES, SUMMARY, SampleWriter, git_commit, hardware, new_run_id,
                              read_json, read_samples, versions, write_json_atomic)
 from harness.summary import BASELINE, format_table, summarize
 from harness.tasks import Request, get_task
@@ -28,6 +29,7 @@ from methods.base import Decoder, OptionError
 
 log = logging.getLogger(__name__)
 WARMUP_TOKENS = 16
+DEFAULT_MAX_NEW = 128  # for a prompts file; lm-eval tasks set their own
 
 
 @dataclass(frozen=True)
@@ -39,16 +41,20 @@ class RunConfig:
     device: str = "auto"
     dtype: str = "auto"
     limit: int | None = None
-    max_new_tokens: int = 128
+    max_new_tokens: int | None = None  # None: the task's default (128 for a prompts file)
     seed: int = 0
     options: dict = field(default_factory=dict)  # the method's -O key=value strings
     output_dir: str = "results/runs"
     chat_template: bool = True  # apply the model's chat template when it has one
+    data_dir: str | None = None  # benchmark data laid out as ../shared/data; None: the hub
+    num_fewshot: int | None = None  # None: the task's default
+    judge_url: str | None = None  # MT-bench: an OpenAI-compatible endpoint for single-answer grading
+    judge_model: str | None = None
 
     def __post_init__(self):
         if self.limit is not None and self.limit < 1:
             raise HarnessError(f"--limit must be at least 1 (got {self.limit}); leave it out to run every prompt")
-        if self.max_new_tokens < 1:
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise HarnessError(f"--max-new-tokens must be at least 1 (got {self.max_new_tokens})")
 
 
@@ -79,32 +85,48 @@ def eos_ids(lm: LoadedModel) -> frozenset[int]:
     return frozenset(ids)
 
 
+def encode(lm: LoadedModel, messages: list[dict], chat: bool) -> list[int]:
+    """Token ids for a conversation ending in a user turn: the chat template, or plain text for base models.
+
+    A single user message in raw mode is the completion prompt itself; more turns become
+    "User: ...\nAssistant: ..." lines ending in "Assistant:".
+    """
+    if chat:
+        text = lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(messages) == 1:
+        return lm.tokenizer(messages[0]["content"])["input_ids"]
+    lines = [f"{'User' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in messages]
+    return lm.tokenizer("\n".join(lines) + "\nAssistant:")["input_ids"]
+
+
+def check_room(lm: LoadedModel, ids: list[int], doc_id: str) -> int:
+    """Tokens left for generation; a clear error when the prompt does not fit the context."""
+    if not ids:
+        raise HarnessError(f"request {doc_id}: the prompt is empty")
+    room = lm.context_length - len(ids)
+    if room < 1:
+        raise HarnessError(f"request {doc_id}: the prompt has {len(ids)} tokens but the model's context "
+                           f"is {lm.context_length}; shorten the prompt or use a model with a longer context")
+    return room
+
+
 def prepare(lm: LoadedModel, requests: list[Request], cfg: RunConfig) -> list[Prepared]:
     """Tokenize every prompt up front, so that a prompt too long for the model fails before any work."""
     chat = lm.chat and cfg.chat_template
     eos = eos_ids(lm)
     out = []
     for req in requests:
-        if chat:
-            msgs = [{"role": "user", "content": req.chat_prompt or req.prompt}]
-            text = lm.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-            ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
-        else:
-            ids = lm.tokenizer(req.prompt)["input_ids"]
-        if not ids:
-            raise HarnessError(f"request {req.doc_id}: the prompt is empty")
-        room = lm.context_length - len(ids)
-        if room < 1:
-            raise HarnessError(f"request {req.doc_id}: the prompt has {len(ids)} tokens but the model's context "
-                               f"is {lm.context_length}; shorten the prompt or use a model with a longer context")
+        ids = encode(lm, [{"role": "user", "content": (req.chat_prompt or req.prompt) if chat else req.prompt}], chat)
+        room = check_room(lm, ids, req.doc_id)
         stopper = Stopper(eos, req.chat_stop if chat else req.stop, lm.tokenizer)
         input_ids = torch.tensor([ids], device=lm.device)
-        out.append(Prepared(req, input_ids, min(cfg.max_new_tokens, room), stopper))
+        out.append(Prepared(req, input_ids, min(cfg.max_new_tokens or DEFAULT_MAX_NEW, room), stopper))
     return out
 
 
-def run_one(decoder: Decoder, name: str, p: Prepared, cfg: RunConfig, seed: int, order: int) -> dict:
-    row = {"method": name, "task": cfg.task or cfg.prompts, "doc_id": p.request.doc_id, "order": order,
+def run_one(decoder: Decoder, name: str, p: Prepared, cfg: RunConfig, seed: int, order: int, turn: int = 1) -> dict:
+    row = {"method": name, "task": cfg.task or cfg.prompts, "doc_id": p.request.doc_id, "turn": turn, "order": order,
            "prompt_tokens": int(p.input_ids.shape[1]), "max_new_tokens": p.max_new_tokens, "seed": seed,
            "new_tokens": None, "steps": None, "tokens_per_step": None, "wall_time_s": None, "tokens_per_s": None,
            "ttft_s": None, "stop_reason": None, "drafted_tokens": None, "accepted_tokens": None,
@@ -128,6 +150,82 @@ def run_one(decoder: Decoder, name: str, p: Prepared, cfg: RunConfig, seed: int,
     return row
 
 
+class Session:
+    """The method and its AR baseline on one loaded model: runs each request for both, alternating which
+    goes first, skipping what an interrupted run already finished, and appending rows as they come.
+
+        rows = session.run_pair(prepared, turn=1)   # {"jacobi": row, "ar": row}
+    """
+
+    def __init__(self, cfg: RunConfig, lm: LoadedModel):
+        self.cfg, self.lm = cfg, lm
+        self.chat = lm.chat and cfg.chat_template
+        self.eos = eos_ids(lm)
+        self._decoders: dict[float | None, dict] = {}
+        self.names = list(self.decoders(None))  # bad options fail now, before any work
+        self.done: dict[tuple, dict] = {}
+        self.writer = None
+        self.index = 0
+        self.wall = dict.fromkeys(self.names, 0.0)  # this session's paired wall times, for the live speedup
+        self.warmed = False
+
+    def decoders(self, temperature: float | None) -> dict:
+        """{name: (decoder, options)}; a task asking for sampling gets decoders at its temperature
+        (an explicit -O temperature wins)."""
+        if temperature not in self._decoders:
+            cfg = self.cfg
+            opts = dict(cfg.options)
+            if temperature is not None and "temperature" not in opts:
+                if "temperature" not in {f.name for f in dataclasses.fields(get_method(cfg.method).Options)}:
+                    raise HarnessError(f"the task samples at temperature {temperature}, but method {cfg.method} "
+                                       "decodes greedily only")
+                opts["temperature"] = str(temperature)
+            out = {cfg.method: build_decoder(cfg.method, opts, self.lm.model)}
+            if cfg.method != BASELINE:
+                # a sampling method is paired with AR sampling at the same temperature
+                base = {"temperature": opts["temperature"]} if "temperature" in opts else {}
+                out[BASELINE] = build_decoder(BASELINE, base, self.lm.model)
+            self._decoders[temperature] = out
+        return self._decoders[temperature]
+
+    def is_done(self, doc_id: str, turn: int = 1) -> bool:
+        return all((n, doc_id, turn) in self.done for n in self.names)
+
+    def run_pair(self, p: Prepared, turn: int = 1, temperature: float | None = None, bar=None) -> dict[str, dict]:
+        decoders = self.decoders(temperature)
+        if not self.warmed:  # untimed, unrecorded: first-call allocations and kernel selection out of the timings
+            for decoder, _ in decoders.values():
+                generate(decoder, p.input_ids, min(WARMUP_TOKENS, p.max_new_tokens), p.stopper)
+            self.warmed = True
+        index, self.index = self.index, self.index + 1
+        order = self.names if index % 2 == 0 else self.names[::-1]
+        rows = {}
+        for position, name in enumerate(order):
+            key = (name, p.request.doc_id, turn)
+            if key in self.done:
+                rows[name] = self.done[key]
+                continue
+            rows[name] = run_one(decoders[name][0], name, p, self.cfg, self.cfg.seed + index, position, turn)
+            self.writer.write(rows[name])
+            self.done[key] = rows[name]
+        if bar is not None and len(self.names) > 1 and all(rows[n]["wall_time_s"] for n in self.names):
+            for n in self.names:
+                self.wall[n] += rows[n]["wall_time_s"]
+            bar.set_postfix(speedup=f"{self.wall[BASELINE] / self.wall[self.cfg.method]:.2f}")
+        return rows
+
+    def open(self, run_dir: Path) -> None:
+        """Start appending to run_dir's samples; rows already there (an interrupted run) are not redone."""
+        self.done = {(r["method"], r["doc_id"], r.get("turn", 1)): r
+                     for r in read_samples(run_dir / SAMPLES, repair=True)}
+        self.writer = SampleWriter(run_dir / SAMPLES)
+
+    def close(self):
+        if self.writer:
+            self.writer.close()
+            self.writer = None
+
+
 def manifest(cfg: RunConfig, run_id: str, lm: LoadedModel, task, method_options: dict) -> dict:
     spec = available_methods()[cfg.method]
     return {"run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -137,19 +235,23 @@ def manifest(cfg: RunConfig, run_id: str, lm: LoadedModel, task, method_options:
             "baseline": BASELINE, "limit": cfg.limit, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens}
 
 
-def write_summary(run_dir: Path, info: dict) -> dict:
+def write_summary(run_dir: Path, info: dict, task=None) -> dict:
+    scores = read_samples(run_dir / SCORES) if (run_dir / SCORES).exists() else []
+    metric = task.metric if task else info["task"].get("metric")
+    extra = tuple(getattr(task, "extra_metrics", ()))
     summary = {"model": info["model"]["name"], "task": info["task"]["name"], "hardware": info["hardware"]["label"],
                "speedup_definition": "sum(ar wall_time_s) / sum(method wall_time_s) over paired requests",
-               "methods": summarize(read_samples(run_dir / SAMPLES))}
+               "metric": metric, "skipped": info["task"].get("skipped") or {},
+               "methods": summarize(read_samples(run_dir / SAMPLES), scores=scores, metric=metric, extra_metrics=extra)}
     write_json_atomic(run_dir / SUMMARY, summary)
     return summary
 
 
 def run(cfg: RunConfig, resume: str | None = None, echo=print) -> Path:
-    # 1. Cheap checks first: method, options, task and prompts, before the model loads.
+    # 1. Cheap checks first: method, task and its data, before the model loads.
     get_method(cfg.method)
     task = get_task(cfg.task, cfg.prompts)
-    requests = task.requests(cfg.limit)
+    task.load(cfg)
     out_dir = Path(cfg.output_dir)
     run_id = resume or new_run_id()
     run_dir = out_dir / run_id
@@ -157,53 +259,31 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print) -> Path:
         raise HarnessError(f"no run {resume!r} under {out_dir} to resume (looked for {run_dir / MANIFEST})")
 
     lm = load_model(cfg.model, cfg.device, cfg.dtype, seed=cfg.seed)
-    decoders = {cfg.method: build_decoder(cfg.method, cfg.options, lm.model)}
-    if cfg.method != BASELINE:
-        # a sampling method is paired with AR sampling at the same temperature
-        base_options = {"temperature": cfg.options["temperature"]} if "temperature" in cfg.options else {}
-        decoders[BASELINE] = build_decoder(BASELINE, base_options, lm.model)
-    prepared = prepare(lm, requests, cfg)
+    session = Session(cfg, lm)
 
-    # 2. The run folder: conditions in run.json, rows appended to samples.jsonl.
+    # 2. The run folder: conditions in run.json, rows appended to samples.jsonl as they are produced.
     if resume:
         info = read_json(run_dir / MANIFEST)
     else:
         run_dir.mkdir(parents=True, exist_ok=False)
-        info = manifest(cfg, run_id, lm, task, decoders[cfg.method][1])
+        info = manifest(cfg, run_id, lm, task, session.decoders(None)[cfg.method][1])
         write_json_atomic(run_dir / MANIFEST, info)
-    done = {(r["method"], r["doc_id"]) for r in read_samples(run_dir / SAMPLES, repair=True)}
-    todo = [(i, p) for i, p in enumerate(prepared) if any((m, p.request.doc_id) not in done for m in decoders)]
-    if done:
-        echo(f"resuming {run_id}: {len(prepared) - len(todo)} of {len(prepared)} requests already done")
+    session.open(run_dir)
+    if session.done:
+        echo(f"resuming {run_id}: {len(session.done)} rows already recorded")
 
-    # 3. Warm-up (untimed, unrecorded): first-call allocations and kernel selection out of the timings.
-    if todo:
-        first = todo[0][1]
-        for decoder, _ in decoders.values():
-            generate(decoder, first.input_ids, min(WARMUP_TOKENS, first.max_new_tokens), first.stopper)
-
-    # 4. Paired requests, alternating which method goes first.
-    writer = SampleWriter(run_dir / SAMPLES)
-    names = list(decoders)
+    # 3. The task drives the session (and scores the outputs, when it has a metric).
     try:
-        bar = tqdm(todo, desc=f"{cfg.method} vs {BASELINE}" if len(names) > 1 else cfg.method, unit="req")
-        wall = dict.fromkeys(names, 0.0)  # this session's paired wall times, for the live speedup
-        for index, p in bar:
-            order = names if index % 2 == 0 else names[::-1]
-            rows = {}
-            for position, name in enumerate(order):
-                if (name, p.request.doc_id) in done:
-                    continue
-                rows[name] = run_one(decoders[name][0], name, p, cfg, cfg.seed + index, position)
-                writer.write(rows[name])
-            if len(names) > 1 and all(rows.get(n) and rows[n]["wall_time_s"] for n in names):
-                for n in names:
-                    wall[n] += rows[n]["wall_time_s"]
-                bar.set_postfix(speedup=f"{wall[BASELINE] / wall[cfg.method]:.2f}")
+        task.execute(session, run_dir)
+    except HarnessError:
+        session.close()
+        if not resume and not read_samples(run_dir / SAMPLES):
+            shutil.rmtree(run_dir)  # failed before any sample (e.g. a prompt too long): leave nothing behind
+        raise
     finally:
-        writer.close()
+        session.close()
 
-    summary = write_summary(run_dir, info)
+    summary = write_summary(run_dir, info, task)
     echo(format_table(summary["methods"]))
     echo(f"run folder: {run_dir}")
     return run_dir

@@ -31,7 +31,7 @@ def method_stats(ok: pd.DataFrame) -> dict:
 
 
 def paired_stats(method: pd.DataFrame, base: pd.DataFrame) -> dict:
-    pairs = method.merge(base, on="doc_id", suffixes=("", "_ar"))
+    pairs = method.merge(base, on=["doc_id", "turn"], suffixes=("", "_ar"))
     if pairs.empty:
         return {"n_paired": 0, "speedup": None, "speedup_geomean": None, "lossless_rate": None}
     ratio = pairs["wall_time_s_ar"] / pairs["wall_time_s"]
@@ -41,12 +41,30 @@ def paired_stats(method: pd.DataFrame, base: pd.DataFrame) -> dict:
             "lossless_rate": float((pairs["output_sha1"] == pairs["output_sha1_ar"]).mean())}
 
 
-def summarize(rows: list[dict], baseline: str = BASELINE) -> dict[str, dict]:
-    """{method: stats} from samples rows (one per request per method)."""
+def accuracy_stats(scores: list[dict], metric: str | None, extra: tuple[str, ...] = ()) -> dict[str, dict]:
+    """{method: {"accuracy", "metric", "n_scored", "metrics"}} from scores rows ({"method", "doc_id", "scores"}).
+    A metric a task could not compute (MT-bench without a judge: NaN/None) gives accuracy None."""
+    out = {}
+    for method in dict.fromkeys(r["method"] for r in scores):
+        per_doc = [r["scores"] for r in scores if r["method"] == method]
+        means = {}
+        for name in (metric, *extra):
+            values = [d[name] for d in per_doc if d.get(name) is not None]
+            means[name] = float(sum(values) / len(values)) if values else None
+        out[method] = {"accuracy": means.get(metric), "metric": metric, "n_scored": len(per_doc), "metrics": means}
+    return out
+
+
+def summarize(rows: list[dict], baseline: str = BASELINE, scores: list[dict] | None = None,
+              metric: str | None = None, extra_metrics: tuple[str, ...] = ()) -> dict[str, dict]:
+    """{method: stats} from samples rows (one per request per method, per turn for conversations)
+    and, for tasks with a metric, the per-sample scores."""
     if not rows:
         return {}
     df = pd.DataFrame(rows)
     df["error"] = df.get("error")
+    df["turn"] = df["turn"].fillna(1).astype(int) if "turn" in df else 1
+    acc = accuracy_stats(scores or [], metric, extra_metrics) if metric else {}
     out = {}
     base = df[(df["method"] == baseline) & df["error"].isna()]
     for name, group in df.groupby("method", sort=False):
@@ -55,19 +73,19 @@ def summarize(rows: list[dict], baseline: str = BASELINE) -> dict[str, dict]:
         stats["n_errors"] = int(len(group) - len(ok))
         stats.update(paired_stats(ok, base) if name != baseline else
                      {"n_paired": int(len(ok)), "speedup": 1.0, "speedup_geomean": 1.0, "lossless_rate": 1.0})
-        stats["accuracy"] = None  # until a task supplies a metric
+        stats.update(acc.get(name) or {"accuracy": None, "metric": metric, "n_scored": 0, "metrics": {}})
         out[name] = stats
     return out
 
 
 def format_table(summary: dict[str, dict]) -> str:
     head = (f"{'method':<14}{'n':>5}{'tok/step':>10}{'accept':>8}{'tok/s':>9}{'speedup':>9}{'geomean':>9}"
-            f"{'lossless':>10}{'errors':>8}")
+            f"{'lossless':>10}{'accuracy':>10}{'errors':>8}")
     lines = [head, "-" * len(head)]
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     for name, s in summary.items():
         lines.append(f"{name:<14}{s['n']:>5}{fmt(s['tokens_per_step'], '.2f'):>10}"
                      f"{fmt(s['acceptance_rate'], '.1%'):>8}{fmt(s['tokens_per_s'], '.1f'):>9}"
                      f"{fmt(s['speedup'], '.2f'):>9}{fmt(s['speedup_geomean'], '.2f'):>9}"
-                     f"{fmt(s['lossless_rate'], '.0%'):>10}{s['n_errors']:>8}")
+                     f"{fmt(s['lossless_rate'], '.0%'):>10}{fmt(s.get('accuracy'), '.3f'):>10}{s['n_errors']:>8}")
     return "\n".join(lines)

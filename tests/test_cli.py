@@ -79,8 +79,12 @@ def test_humaneval_task(tmp_path):
     result = invoke("run", "--method", "jacobi", "--task", "humaneval", "--model", "tiny-random", "--limit", "2",
                     "--max-new-tokens", "8", "--output-dir", str(tmp_path / "runs"))
     assert result.exit_code == 0, result.output
-    rows = rows_of(only_run(tmp_path))
-    assert [r["doc_id"] for r in rows if r["method"] == "ar"] == ["HumanEval/0", "HumanEval/1"]
+    run_dir = only_run(tmp_path)
+    rows = rows_of(run_dir)
+    assert [r["doc_id"] for r in rows if r["method"] == "ar"] == ["0", "1"]  # lm-eval's doc ids
+    scores = [json.loads(x) for x in (run_dir / "scores.jsonl").read_text().splitlines()]
+    assert {(s["method"], s["doc_id"]) for s in scores} == {(m, d) for m in ("jacobi", "ar") for d in ("0", "1")}
+    assert json.loads((run_dir / "summary.json").read_text())["methods"]["ar"]["metric"] == "pass@1,none"
 
 
 @pytest.mark.parametrize("args,message", [
@@ -125,7 +129,7 @@ def test_prompt_longer_than_the_context(tmp_path):
     result = invoke(*run_args(tmp_path, prompts=prompts))
     assert result.exit_code == 2
     assert "request long: the prompt has 600 tokens but the model's context is 512" in result.output
-    assert not (tmp_path / "runs").exists()  # failed before any work
+    assert not any((tmp_path / "runs").glob("*"))  # failed before any work: no run folder left
 
 
 class Failing(AR):
