@@ -157,3 +157,57 @@ def tasks(data_dir):
     widths = [max(len(r[i]) for r in rows) + 2 for i in range(4)]
     for r in rows:
         click.echo("".join(f"{c:<{w}}" for c, w in zip(r, widths)) + r[4])
+
+
+@main.group()
+def cllm():
+    """CLLM: collect Jacobi trajectories, then consistency-train a model on them."""
+
+
+@cllm.command()
+@click.option("--model", default="smollm2-135m", show_default=True, help="The target model (alias, hub id, dir, .gguf).")
+@click.option("--task", default="gsm8k", show_default=True, help="Task whose prompts are used (same prompts as `harness run`).")
+@click.option("--split", default="train", show_default=True)
+@click.option("--data-dir", envvar="HARNESS_DATA_DIR", type=click.Path(file_okay=False), help="Benchmark data (env HARNESS_DATA_DIR).")
+@click.option("--limit", type=int, help="Only the first N prompts.")
+@click.option("--block-size", type=int, default=16, show_default=True, help="n: tokens per Jacobi block (paper: 16 for GSM8K/Spider, 32 for code/chat).")
+@click.option("--max-new-tokens", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts per batched greedy generation.")
+@click.option("--augment", type=int, default=0, show_default=True, help="Extra states per Jacobi state, with some wrong tokens set to the fixed point's.")
+@click.option("--clean/--no-clean", default=True, show_default=True, help="Drop answers with 10+ repeated tokens in a row.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="auto", show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Trajectory file (JSONL); an existing one is resumed.")
+def collect(**kwargs):
+    """Collect Jacobi trajectories (one record per block) from the target model; resumable."""
+    from harness.cllm.trajectories import CollectConfig, collect as collect_
+
+    if kwargs["limit"] is not None and kwargs["limit"] < 1:
+        raise HarnessError("--limit must be at least 1")
+    collect_(CollectConfig(**kwargs), echo=click.echo)
+
+
+@cllm.command()
+@click.option("--data", required=True, type=click.Path(dir_okay=False), help="Trajectory file from `harness cllm collect`.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Checkpoint directory (then: --model DIR or -O checkpoint=DIR).")
+@click.option("--model", help="Model to train (default: the one the trajectories came from).")
+@click.option("--loss", type=click.Choice(["global", "local"]), default="global", show_default=True, help="Consistency loss.")
+@click.option("--ar-weight", type=float, default=10.0, show_default=True, help="w in consistency + w * AR.")
+@click.option("--lora/--no-lora", default=True, show_default=True, help="LoRA adapter (small checkpoint) or full fine-tuning.")
+@click.option("--lora-rank", type=int, default=32, show_default=True)
+@click.option("--lora-alpha", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=2e-4, show_default=True, help="Peak learning rate (cosine schedule, 3% warm-up); the paper's full fine-tuning used 2e-5.")
+@click.option("--epochs", type=float, default=1.0, show_default=True)
+@click.option("--max-steps", type=int, default=-1, show_default=True, help="Stop after N optimizer steps (-1: the epochs).")
+@click.option("--grad-accum", type=int, default=1, show_default=True)
+@click.option("--save-steps", type=int, default=100, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="auto", show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from the last Trainer checkpoint in OUT/trainer.")
+def train(**kwargs):
+    """Consistency-train a model on trajectories (transformers Trainer; `accelerate launch` for several GPUs)."""
+    from harness.cllm.train import TrainConfig, train as train_
+
+    train_(TrainConfig(**kwargs), echo=click.echo)

@@ -62,6 +62,7 @@ class Generation:
     step_drafted: list[int] = field(default_factory=list)  # tokens proposed for verification, per step
     step_accepted: list[int] = field(default_factory=list)  # of those, accepted, per step
     step_draft_forwards: list[int] = field(default_factory=list)  # drafter forwards, per step
+    step_stationary: list[int] = field(default_factory=list)  # Jacobi/CLLM stationary tokens, per step
 
     @property
     def drafted(self) -> int:
@@ -74,6 +75,10 @@ class Generation:
     @property
     def draft_forwards(self) -> int:
         return sum(self.step_draft_forwards)
+
+    @property
+    def stationary(self) -> int:
+        return sum(self.step_stationary)
 
     stop_reason: str = "decoder_ended"  # only if a decoder stops early
     wall_time_s: float = 0.0
@@ -96,6 +101,7 @@ def generate(decoder: Decoder, input_ids: torch.Tensor, max_new_tokens: int, sto
             out.step_drafted.append(step.drafted)
             out.step_accepted.append(step.accepted)
             out.step_draft_forwards.append(step.draft_forwards)
+            out.step_stationary.append(step.stationary)
             if start == 0:
                 sync(device)
                 out.ttft_s = time.perf_counter() - t0

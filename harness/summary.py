@@ -21,13 +21,17 @@ def method_stats(ok: pd.DataFrame) -> dict:
     drafted = ok["drafted_tokens"].sum() if "drafted_tokens" in ok else 0
     accepted = ok["accepted_tokens"].sum() if "accepted_tokens" in ok else 0
     draft_forwards = ok["draft_forwards"].sum() if "draft_forwards" in ok else 0
+    stationary = ok["stationary_tokens"].fillna(0).sum() if "stationary_tokens" in ok else 0
     return {"n": int(len(ok)), "new_tokens": int(new), "steps": int(steps),
             "tokens_per_step": float(new / steps) if steps else None,
             "tokens_per_s": float(new / wall) if wall else None,
             "wall_time_s": float(wall),
             "drafted_tokens": int(drafted), "accepted_tokens": int(accepted),
             "acceptance_rate": float(accepted / drafted) if drafted else None,
-            "draft_forwards_per_step": float(draft_forwards / steps) if steps else None}
+            "draft_forwards_per_step": float(draft_forwards / steps) if steps else None,
+            # CLLM's two counts: tokens fast-forwarded past the first in a step, and stationary guess tokens
+            "fast_forwarded_per_step": float(accepted / steps) if steps else None,
+            "stationary_per_step": float(stationary / steps) if steps else None}
 
 
 def paired_stats(method: pd.DataFrame, base: pd.DataFrame) -> dict:

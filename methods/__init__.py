@@ -14,6 +14,7 @@ BUILTINS: dict[str, str] = {
     "jacobi": "methods.jacobi:Jacobi",
     "lookahead": "methods.lookahead:Lookahead",
     "speculative": "methods.speculative:Speculative",
+    "cllm": "methods.cllm:CLLM",
 }
 ENTRY_POINT_GROUP = "harness.methods"
 METHODS = Registry("method", BUILTINS, ENTRY_POINT_GROUP, Decoder, hint="see `harness methods`")

@@ -21,6 +21,7 @@ class Step:
     drafted: int = 0  # tokens proposed for verification in this forward
     accepted: int = 0  # of those, how many were accepted
     draft_forwards: int = 0  # forwards of a separate drafter spent on this step
+    stationary: int = 0  # Jacobi: unverified guess tokens the forward left unchanged (CLLM's stationary tokens)
 
 
 class OptionError(ValueError):

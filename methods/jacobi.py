@@ -63,7 +63,8 @@ class Jacobi(Decoder):
             k = greedy_accept(guess[:g], preds)
             # 4. The cache holds [last, guess[:g]]; only [last, guess[:k]] are committed context.
             rollback(cache, g - k)
-            yield Step(tokens=tuple(preds[: k + 1].tolist()), drafted=g, accepted=k)
+            stationary = int((preds[k + 1: g] == guess[k + 1: g]).sum())  # unverified yet unchanged
+            yield Step(tokens=tuple(preds[: k + 1].tolist()), drafted=g, accepted=k, stationary=stationary)
             produced += k + 1
             last = preds[k]
             # 5. Jacobi update: the unverified predictions become the next guess, topped up to n.

@@ -1,0 +1,233 @@
+"""CLLM training: consistency loss + w * AR loss on Jacobi trajectories, with the transformers Trainer.
+
+    harness cllm train --data traj.jsonl --out ckpt/ [--loss global|local] [--ar-weight 10] [--lora/--no-lora]
+One training example is one sample: prompt + its whole greedy answer, followed by one Jacobi state per
+block, packed into one sequence under a 4D attention mask (each state sees the prompt and the answer
+before its block, and itself causally, at the positions it has in decoding). One forward gives
+  AR loss:          cross-entropy of the answer tokens (the target's own greedy output);
+  global consistency: at every state position whose input holds a wrong token, soft cross-entropy from
+                    the (detached) distribution at the same position of the answer (the fixed point);
+  local consistency:  the same, toward the (detached) distribution given the next state y(k+1) instead.
+The same command runs on several GPUs under `accelerate launch` / `torchrun` (the Trainer's DDP/FSDP).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from harness import HarnessError
+from harness.cllm.trajectories import read_trajectories
+
+log = logging.getLogger(__name__)
+CARD = "cllm.json"  # in a checkpoint directory: its base model and the recipe that made it
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str
+    out: str
+    model: str | None = None  # default: the model the trajectories were collected from
+    loss: str = "global"  # global | local
+    ar_weight: float = 10.0
+    lora: bool = True
+    lora_rank: int = 32
+    lora_alpha: int = 64
+    lr: float = 2e-4
+    epochs: float = 1.0
+    max_steps: int = -1
+    grad_accum: int = 1
+    warmup_ratio: float = 0.03
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    save_steps: int = 100
+    resume: bool = False
+
+
+def group_samples(records: list[dict]) -> list[dict]:
+    """Records (one per block) -> samples {"sample_id", "prompt", "blocks": [...]} with the answer rebuilt."""
+    by: dict[str, list[dict]] = {}
+    for r in records:
+        by.setdefault(r["sample_id"], []).append(r)
+    samples = []
+    for sid, blocks in by.items():
+        blocks.sort(key=lambda b: b["block"])
+        answer = []
+        for b in blocks:
+            if b["prefix_ids"] != answer:
+                raise HarnessError(f"sample {sid}: block {b['block']} does not continue the blocks before it "
+                                   "(missing or reordered blocks); recollect the trajectories")
+            answer = answer + b["fixed_point"]
+        samples.append({"sample_id": sid, "prompt": blocks[0]["prompt_ids"], "answer": answer, "blocks": blocks})
+    return samples
+
+
+def pack(sample: dict, loss: str, rng: random.Random) -> dict:
+    """One packed training sequence (see the module docstring). Returns tensors:
+    input_ids, position_ids (L,), mask (L, L) bool, ar_index/ar_target, student_index/teacher_index."""
+    prompt, answer = sample["prompt"], sample["answer"]
+    P, T = len(prompt), len(answer)
+    tokens = list(prompt) + list(answer)
+    positions = list(range(P + T))
+    # groups[g] = (first index, length, block start s): every appended copy of a block's state
+    groups = []
+    student, teacher = [], []
+    for b in sample["blocks"]:
+        s, target, states = len(b["prefix_ids"]), b["fixed_point"], b["states"]
+        m = len(target)
+        if m < 2:
+            continue
+        k = rng.randrange(len(states))
+        y = states[k]
+        copies = [y]
+        if loss == "local":
+            nxt = states[k + 1] if k + 1 < b.get("n_jacobi", len(states)) else target
+            copies.append(nxt)
+        idx = []
+        for c in copies:
+            groups.append((len(tokens), m - 1, s))
+            idx.append(len(tokens))
+            tokens += c[: m - 1]
+            positions += range(P + s, P + s + m - 1)
+        for i in range(m - 1):  # the output at state token i predicts answer[s + i + 1]
+            if y[: i + 1] == target[: i + 1]:
+                continue  # the input is the fixed point's: same context as the teacher, nothing to learn
+            student.append(idx[0] + i)
+            teacher.append(idx[1] + i if loss == "local" else P + s + i)
+    L = len(tokens)
+    mask = torch.zeros(L, L, dtype=torch.bool)
+    mask[: P + T, : P + T] = torch.tril(torch.ones(P + T, P + T, dtype=torch.bool))
+    for start, length, s in groups:
+        mask[start: start + length, : P + s] = True
+        mask[start: start + length, start: start + length] = torch.tril(torch.ones(length, length, dtype=torch.bool))
+    return {"input_ids": torch.tensor(tokens), "position_ids": torch.tensor(positions), "mask": mask,
+            "ar_index": torch.arange(P - 1, P + T - 1), "ar_target": torch.tensor(answer),
+            "student_index": torch.tensor(student, dtype=torch.long),
+            "teacher_index": torch.tensor(teacher, dtype=torch.long)}
+
+
+def cllm_losses(model, batch: dict, ar_weight: float) -> tuple[torch.Tensor, dict]:
+    mask = batch["mask"][None, None]  # (1, 1, L, L)
+    attn = getattr(model.config, "_attn_implementation", "sdpa")
+    if attn != "sdpa":
+        dtype = next(model.parameters()).dtype
+        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+    logits = model(input_ids=batch["input_ids"][None], position_ids=batch["position_ids"][None],
+                   attention_mask=mask).logits[0].float()  # (L, V)
+    ar = F.cross_entropy(logits[batch["ar_index"]], batch["ar_target"])
+    if batch["student_index"].numel():
+        teacher = logits[batch["teacher_index"]].detach().log_softmax(-1)
+        student = logits[batch["student_index"]].log_softmax(-1)
+        consistency = -(teacher.exp() * student).sum(-1).mean()
+    else:
+        consistency = logits.new_zeros(())
+    return consistency + ar_weight * ar, {"consistency": consistency.item(), "ar": ar.item(),
+                                          "positions": int(batch["student_index"].numel())}
+
+
+class PackedSamples(torch.utils.data.Dataset):
+    def __init__(self, samples, loss, seed):
+        self.samples, self.loss, self.rng = samples, loss, random.Random(seed)
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        return pack(self.samples[i], self.loss, self.rng)
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class CLLMTrainer(Trainer):
+        ar_weight = 10.0
+        parts: list = []
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss, parts = cllm_losses(model, inputs, self.ar_weight)
+            self.parts.append(parts)
+            return loss
+
+        def log(self, logs, *args, **kwargs):
+            if self.parts and "loss" in logs:
+                n = len(self.parts)
+                logs["consistency"] = round(sum(p["consistency"] for p in self.parts) / n, 4)
+                logs["ar"] = round(sum(p["ar"] for p in self.parts) / n, 4)
+                self.parts = []
+            super().log(logs, *args, **kwargs)
+
+    return CLLMTrainer
+
+
+def train(cfg: TrainConfig, echo=print) -> Path:
+    from transformers import TrainingArguments
+
+    from harness.models import load_model
+
+    if cfg.loss not in ("global", "local"):
+        raise HarnessError(f"--loss must be global or local, not {cfg.loss!r}")
+    header, records, _ = read_trajectories(Path(cfg.data))
+    if not records:
+        raise HarnessError(f"{cfg.data} holds no trajectories")
+    samples = group_samples(records)
+    base = cfg.model or header["model"]
+    lm = load_model(base, cfg.device, cfg.dtype, seed=cfg.seed)
+    if lm.model.config.vocab_size != header["vocab_size"]:
+        raise HarnessError(f"{cfg.data} was collected with a vocabulary of {header['vocab_size']} tokens but model "
+                           f"{base} has {lm.model.config.vocab_size}; collect trajectories with this model")
+    if header["model"] != base:
+        log.warning("training %s on trajectories collected from %s", base, header["model"])
+    model = lm.model
+    model.train()
+    if cfg.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                                 target_modules="all-linear", task_type="CAUSAL_LM"))
+    out = Path(cfg.out)
+    cuda = lm.device.type == "cuda"
+    args = TrainingArguments(
+        output_dir=str(out / "trainer"), per_device_train_batch_size=1, gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, lr_scheduler_type="cosine",
+        warmup_steps=cfg.warmup_ratio, logging_steps=10,  # a float below 1 is a ratio of the total steps save_steps=cfg.save_steps, save_total_limit=2,
+        report_to=[], remove_unused_columns=False, seed=cfg.seed, use_cpu=not cuda,
+        bf16=cuda and lm.dtype == torch.bfloat16, dataloader_num_workers=0, disable_tqdm=False)
+    trainer = _trainer_class()(model=model, args=args, train_dataset=PackedSamples(samples, cfg.loss, cfg.seed),
+                               data_collator=lambda batch: batch[0])
+    trainer.ar_weight = cfg.ar_weight
+    resume = cfg.resume and any((out / "trainer").glob("checkpoint-*"))
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    save(trainer.model, lm, out, cfg, header, samples, result, history, time.perf_counter() - t0)
+    echo(f"checkpoint: {out} ({len(samples)} samples, {result.global_step} steps)")
+    return out
+
+
+def save(model, lm, out: Path, cfg: TrainConfig, header, samples, result, history, seconds) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.lora:
+        model.save_pretrained(str(out), safe_serialization=True)
+        _to_bfloat16(out / "adapter_model.safetensors")  # halves the checkpoint (≤ 30 MB for the embedded model)
+    else:
+        model.save_pretrained(str(out), safe_serialization=True)
+        lm.tokenizer.save_pretrained(str(out))
+    card = {"base_model": cfg.model or header["model"], "kind": "lora" if cfg.lora else "full",
+            "block_size": header["block_size"], "recipe": {**asdict(cfg), "trajectories": header,
+            "samples": len(samples), "steps": result.global_step, "train_seconds": round(seconds, 1),
+            "final_log": history[-1] if history else None}}
+    (out / CARD).write_text(json.dumps(card, indent=2) + "\n")
+
+
+def _to_bfloat16(path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = {k: v.to(torch.bfloat16) for k, v in load_file(str(path)).items()}
+    save_file(tensors, str(path), metadata={"format": "pt"})
