@@ -5,8 +5,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_ARGS ?= --method jacobi --task humaneval --limit 5 --max-new-tokens 128
+DATA_DIR ?= ../shared/data
+CLLM_SAMPLES ?= 200
+CLLM_OUT ?= methods/checkpoints/smollm2-135m-cllm-gsm8k
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean cllm-checkpoint
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +29,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra
+
+# The recipe behind the shipped CLLM checkpoint: trajectories from GSM8K train, then consistency training.
+cllm-checkpoint: $(STAMP)
+	$(BIN)/harness cllm collect --model smollm2-135m --task gsm8k --split train --limit $(CLLM_SAMPLES) \
+		--block-size 16 --max-new-tokens 256 --data-dir $(DATA_DIR) --out results/cllm/trajectories.jsonl
+	$(BIN)/harness cllm train --data results/cllm/trajectories.jsonl --out $(CLLM_OUT) --loss global \
+		--ar-weight 10 --lora --epochs 1
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ar_vs_generate.py

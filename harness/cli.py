@@ -205,6 +205,8 @@ def collect(**kwargs):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True)
+@click.option("--mixed-precision", type=click.Choice(["auto", "bf16", "no"]), default="auto", show_default=True,
+              help="bf16 autocast over fp32 weights (auto: on CUDA with bf16, or on a CPU with AMX).")
 @click.option("--resume", is_flag=True, help="Continue from the last Trainer checkpoint in OUT/trainer.")
 def train(**kwargs):
     """Consistency-train a model on trajectories (transformers Trainer; `accelerate launch` for several GPUs)."""

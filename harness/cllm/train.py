@@ -49,6 +49,18 @@ class TrainConfig:
     dtype: str = "auto"
     save_steps: int = 100
     resume: bool = False
+    mixed_precision: str = "auto"  # bf16 autocast over fp32 weights: auto = on CUDA with bf16, or a CPU with AMX
+
+
+def use_bf16(mode: str, device: torch.device) -> bool:
+    if mode not in ("auto", "bf16", "no"):
+        raise HarnessError(f"--mixed-precision must be auto, bf16 or no, not {mode!r}")
+    if mode != "auto":
+        return mode == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    return bool(amx())  # bf16 matmuls on AMX are several times faster than fp32 on CPU
 
 
 def group_samples(records: list[dict]) -> list[dict]:
@@ -193,12 +205,14 @@ def train(cfg: TrainConfig, echo=print) -> Path:
                                                  target_modules="all-linear", task_type="CAUSAL_LM"))
     out = Path(cfg.out)
     cuda = lm.device.type == "cuda"
+    use_bf16(cfg.mixed_precision, lm.device)  # a bad value fails before training
     args = TrainingArguments(
         output_dir=str(out / "trainer"), per_device_train_batch_size=1, gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, lr_scheduler_type="cosine",
         warmup_steps=cfg.warmup_ratio, logging_steps=10,  # a float below 1 is a ratio of the total steps save_steps=cfg.save_steps, save_total_limit=2,
         report_to=[], remove_unused_columns=False, seed=cfg.seed, use_cpu=not cuda,
-        bf16=cuda and lm.dtype == torch.bfloat16, dataloader_num_workers=0, disable_tqdm=False)
+        bf16=use_bf16(cfg.mixed_precision, lm.device) and lm.dtype != torch.float16, dataloader_num_workers=0,
+        disable_tqdm=False)
     trainer = _trainer_class()(model=model, args=args, train_dataset=PackedSamples(samples, cfg.loss, cfg.seed),
                                data_collator=lambda batch: batch[0])
     trainer.ar_weight = cfg.ar_weight
@@ -216,6 +230,7 @@ def save(model, lm, out: Path, cfg: TrainConfig, header, samples, result, histor
     if cfg.lora:
         model.save_pretrained(str(out), safe_serialization=True)
         _to_bfloat16(out / "adapter_model.safetensors")  # halves the checkpoint (≤ 30 MB for the embedded model)
+        (out / "README.md").unlink(missing_ok=True)  # peft's empty model card; cllm.json describes the checkpoint
     else:
         model.save_pretrained(str(out), safe_serialization=True)
         lm.tokenizer.save_pretrained(str(out))
