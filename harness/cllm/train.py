@@ -181,7 +181,7 @@ def _trainer_class():
 def train(cfg: TrainConfig, echo=print) -> Path:
     from transformers import TrainingArguments
 
-    from harness.models import load_model
+    from harness.models import load_model, resolve_device
 
     if cfg.loss not in ("global", "local"):
         raise HarnessError(f"--loss must be global or local, not {cfg.loss!r}")
@@ -190,7 +190,11 @@ def train(cfg: TrainConfig, echo=print) -> Path:
         raise HarnessError(f"{cfg.data} holds no trajectories")
     samples = group_samples(records)
     base = cfg.model or header["model"]
-    lm = load_model(base, cfg.device, cfg.dtype, seed=cfg.seed)
+    bf16 = use_bf16(cfg.mixed_precision, resolve_device(cfg.device))
+    # LoRA under bf16: the frozen base is stored in bf16 (no per-step weight casts) and the adapter in fp32;
+    # full fine-tuning under bf16: fp32 master weights with autocast.
+    frozen_bf16 = cfg.lora and bf16 and cfg.dtype == "auto"
+    lm = load_model(base, cfg.device, "bfloat16" if frozen_bf16 else cfg.dtype, seed=cfg.seed)
     if lm.model.config.vocab_size != header["vocab_size"]:
         raise HarnessError(f"{cfg.data} was collected with a vocabulary of {header['vocab_size']} tokens but model "
                            f"{base} has {lm.model.config.vocab_size}; collect trajectories with this model")
@@ -205,13 +209,12 @@ def train(cfg: TrainConfig, echo=print) -> Path:
                                                  target_modules="all-linear", task_type="CAUSAL_LM"))
     out = Path(cfg.out)
     cuda = lm.device.type == "cuda"
-    use_bf16(cfg.mixed_precision, lm.device)  # a bad value fails before training
     args = TrainingArguments(
         output_dir=str(out / "trainer"), per_device_train_batch_size=1, gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, lr_scheduler_type="cosine",
         warmup_steps=cfg.warmup_ratio, logging_steps=10,  # a float below 1 is a ratio of the total steps save_steps=cfg.save_steps, save_total_limit=2,
         report_to=[], remove_unused_columns=False, seed=cfg.seed, use_cpu=not cuda,
-        bf16=use_bf16(cfg.mixed_precision, lm.device) and lm.dtype != torch.float16, dataloader_num_workers=0,
+        bf16=bf16 and not frozen_bf16 and lm.dtype == torch.float32, dataloader_num_workers=0,
         disable_tqdm=False)
     trainer = _trainer_class()(model=model, args=args, train_dataset=PackedSamples(samples, cfg.loss, cfg.seed),
                                data_collator=lambda batch: batch[0])
