@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -51,14 +51,6 @@ class CollectConfig:
     device: str = "auto"
     dtype: str = "auto"
     chat_template: bool = True
-
-
-@dataclass
-class Trajectory:
-    sample_id: str
-    prompt_ids: list[int]
-    answer: list[int]
-    blocks: list[dict] = field(default_factory=list)
 
 
 def prompts_for(task: str, split: str, data_dir: str | None, chat: bool, limit: int | None) -> list[tuple[str, str]]:
