@@ -138,6 +138,24 @@ def test_packed_sequence_masks_positions_and_targets():
     assert local["input_ids"].tolist()[8:] in ([7, 8, 1, 8], [1, 8, 1, 2])  # state k, then state k+1 (or y*)
 
 
+def test_several_states_per_block_are_packed_as_separate_groups():
+    sample = {"sample_id": "s", "prompt": [10, 11, 12], "answer": [1, 2, 3],
+              "blocks": [{"block": 0, "prefix_ids": [], "states": [[7, 8, 9], [1, 8, 9], [1, 2, 9]],
+                          "fixed_point": [1, 2, 3]}]}
+    b = pack(sample, "global", random.Random(0), states_per_block=2)
+    # two of the three states, in trajectory order, each [y0, y1] at positions 3, 4
+    groups = [b["input_ids"].tolist()[6:8], b["input_ids"].tolist()[8:10]]
+    assert groups in ([[7, 8], [1, 8]], [[7, 8], [1, 2]], [[1, 8], [1, 2]])
+    assert b["position_ids"].tolist()[6:] == [3, 4, 3, 4]
+    m = b["mask"]
+    assert m[9].tolist() == [True] * 3 + [False] * 5 + [True, True]  # the second group does not see the first
+    # student positions: those after the first wrong token; all are taught by answer positions 3, 4
+    want = [(6 + 2 * g + i, 3 + i) for g, y in enumerate(groups) for i in range(2) if y[: i + 1] != [1, 2][: i + 1]]
+    assert list(zip(b["student_index"].tolist(), b["teacher_index"].tolist())) == want
+    every = pack(sample, "global", random.Random(0), states_per_block=5)  # more than there are: all three
+    assert every["input_ids"].tolist()[6:] == [7, 8, 1, 8, 1, 2]
+
+
 def test_training_reduces_the_loss_and_changes_the_weights(tiny, trajectories, tmp_path):
     header, records, _ = read_trajectories(trajectories)
     samples = group_samples(records)

@@ -36,6 +36,7 @@ class TrainConfig:
     model: str | None = None  # default: the model the trajectories were collected from
     loss: str = "global"  # global | local
     ar_weight: float = 10.0
+    states_per_block: int = 1  # Jacobi states of each block packed into one training sequence (drawn anew each epoch)
     lora: bool = True
     lora_rank: int = 32
     lora_alpha: int = 64
@@ -81,7 +82,7 @@ def group_samples(records: list[dict]) -> list[dict]:
     return samples
 
 
-def pack(sample: dict, loss: str, rng: random.Random) -> dict:
+def pack(sample: dict, loss: str, rng: random.Random, states_per_block: int = 1) -> dict:
     """One packed training sequence (see the module docstring). Returns tensors:
     input_ids, position_ids (L,), mask (L, L) bool, ar_index/ar_target, student_index/teacher_index."""
     prompt, answer = sample["prompt"], sample["answer"]
@@ -96,23 +97,23 @@ def pack(sample: dict, loss: str, rng: random.Random) -> dict:
         m = len(target)
         if m < 2:
             continue
-        k = rng.randrange(len(states))
-        y = states[k]
-        copies = [y]
-        if loss == "local":
-            nxt = states[k + 1] if k + 1 < b.get("n_jacobi", len(states)) else target
-            copies.append(nxt)
-        idx = []
-        for c in copies:
-            groups.append((len(tokens), m - 1, s))
-            idx.append(len(tokens))
-            tokens += c[: m - 1]
-            positions += range(P + s, P + s + m - 1)
-        for i in range(m - 1):  # the output at state token i predicts answer[s + i + 1]
-            if y[: i + 1] == target[: i + 1]:
-                continue  # the input is the fixed point's: same context as the teacher, nothing to learn
-            student.append(idx[0] + i)
-            teacher.append(idx[1] + i if loss == "local" else P + s + i)
+        for k in sorted(rng.sample(range(len(states)), min(states_per_block, len(states)))):
+            y = states[k]
+            copies = [y]
+            if loss == "local":
+                nxt = states[k + 1] if k + 1 < b.get("n_jacobi", len(states)) else target
+                copies.append(nxt)
+            idx = []
+            for c in copies:
+                groups.append((len(tokens), m - 1, s))
+                idx.append(len(tokens))
+                tokens += c[: m - 1]
+                positions += range(P + s, P + s + m - 1)
+            for i in range(m - 1):  # the output at state token i predicts answer[s + i + 1]
+                if y[: i + 1] == target[: i + 1]:
+                    continue  # the input is the fixed point's: same context as the teacher, nothing to learn
+                student.append(idx[0] + i)
+                teacher.append(idx[1] + i if loss == "local" else P + s + i)
     L = len(tokens)
     mask = torch.zeros(L, L, dtype=torch.bool)
     mask[: P + T, : P + T] = torch.tril(torch.ones(P + T, P + T, dtype=torch.bool))
@@ -145,14 +146,14 @@ def cllm_losses(model, batch: dict, ar_weight: float) -> tuple[torch.Tensor, dic
 
 
 class PackedSamples(torch.utils.data.Dataset):
-    def __init__(self, samples, loss, seed):
-        self.samples, self.loss, self.rng = samples, loss, random.Random(seed)
+    def __init__(self, samples, loss, seed, states_per_block=1):
+        self.samples, self.loss, self.rng, self.spb = samples, loss, random.Random(seed), states_per_block
 
     def __len__(self):
         return len(self.samples)
 
     def __getitem__(self, i):
-        return pack(self.samples[i], self.loss, self.rng)
+        return pack(self.samples[i], self.loss, self.rng, self.spb)
 
 
 def _trainer_class():
@@ -183,6 +184,8 @@ def train(cfg: TrainConfig, echo=print) -> Path:
 
     from harness.models import load_model, resolve_device
 
+    if cfg.states_per_block < 1:
+        raise HarnessError("--states-per-block must be at least 1")
     if cfg.loss not in ("global", "local"):
         raise HarnessError(f"--loss must be global or local, not {cfg.loss!r}")
     header, records, _ = read_trajectories(Path(cfg.data))
@@ -212,11 +215,12 @@ def train(cfg: TrainConfig, echo=print) -> Path:
     args = TrainingArguments(
         output_dir=str(out / "trainer"), per_device_train_batch_size=1, gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, lr_scheduler_type="cosine",
-        warmup_steps=cfg.warmup_ratio, logging_steps=10,  # a float below 1 is a ratio of the total steps save_steps=cfg.save_steps, save_total_limit=2,
+        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        logging_steps=10, save_steps=cfg.save_steps, save_total_limit=2,
         report_to=[], remove_unused_columns=False, seed=cfg.seed, use_cpu=not cuda,
         bf16=bf16 and not frozen_bf16 and lm.dtype == torch.float32, dataloader_num_workers=0,
         disable_tqdm=False)
-    trainer = _trainer_class()(model=model, args=args, train_dataset=PackedSamples(samples, cfg.loss, cfg.seed),
+    trainer = _trainer_class()(model=model, args=args, train_dataset=PackedSamples(samples, cfg.loss, cfg.seed, cfg.states_per_block),
                                data_collator=lambda batch: batch[0])
     trainer.ar_weight = cfg.ar_weight
     resume = cfg.resume and any((out / "trainer").glob("checkpoint-*"))
