@@ -46,6 +46,20 @@ def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write a whole file through a temporary file in the same folder and a rename, so that readers (and a
+    second writer) only ever see a complete file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is for reading
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -55,24 +69,32 @@ def read_json(path: Path) -> dict:
         raise HarnessError(f"{path} is not valid JSON ({e}); the run folder is damaged") from None
 
 
-def read_samples(path: Path, repair: bool = False) -> list[dict]:
-    """Rows of samples.jsonl. A torn or corrupt line is skipped with a warning; with repair=True the
-    file is rewritten without it, so that appending continues from clean rows."""
+def read_samples(path: Path, repair: bool = False, warn=None, required: tuple[str, ...] = ()) -> list[dict]:
+    """Rows of samples.jsonl. A torn or corrupt line (or one lacking a `required` key) is skipped with a
+    warning naming the file and line, passed to `warn` (default: the log); with repair=True the file is
+    rewritten without it, so that appending continues from clean rows."""
     if not path.exists():
         return []
+    warn = warn or log.warning
     rows, bad = [], 0
     raw = path.read_bytes().decode("utf-8", errors="replace")
     for lineno, line in enumerate(raw.splitlines(), 1):
         if not line.strip():
+            if required:  # a reader that checks rows also reports blank lines
+                warn(f"{path}:{lineno}: skipping an empty line")
             continue
         try:
             row = json.loads(line)
             if not isinstance(row, dict):
                 raise ValueError("not an object")
+            missing = [k for k in required if k not in row]
+            if missing:
+                raise ValueError(f"no {missing[0]!r}")
             rows.append(row)
-        except ValueError:
+        except ValueError as e:
             bad += 1
-            log.warning("%s:%d: skipping a corrupt row (an interrupted write?)", path, lineno)
+            reason = str(e) if not isinstance(e, json.JSONDecodeError) else "not valid JSON"
+            warn(f"{path}:{lineno}: skipping a corrupt row ({reason}; an interrupted write?)")
     if repair and (bad or (raw and not raw.endswith("\n"))):
         tmp = path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))

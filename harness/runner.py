@@ -249,7 +249,8 @@ def write_summary(run_dir: Path, info: dict, task=None) -> dict:
     return summary
 
 
-def run(cfg: RunConfig, resume: str | None = None, echo=print) -> Path:
+def run(cfg: RunConfig, resume: str | None = None, echo=print, lm: LoadedModel | None = None) -> Path:
+    """One run folder; `lm`, when given, is cfg.model already loaded (a sweep loads it once)."""
     # 1. Cheap checks first: method, task and its data, before the model loads.
     get_method(cfg.method)
     task = get_task(cfg.task, cfg.prompts)
@@ -260,7 +261,7 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print) -> Path:
     if resume and not (run_dir / MANIFEST).exists():
         raise HarnessError(f"no run {resume!r} under {out_dir} to resume (looked for {run_dir / MANIFEST})")
 
-    lm = load_model(cfg.model, cfg.device, cfg.dtype, seed=cfg.seed)
+    lm = lm if lm is not None else load_model(cfg.model, cfg.device, cfg.dtype, seed=cfg.seed)
     session = Session(cfg, lm)
 
     # 2. The run folder: conditions in run.json, rows appended to samples.jsonl as they are produced.

@@ -34,8 +34,13 @@ def method_stats(ok: pd.DataFrame) -> dict:
             "stationary_per_step": float(stationary / steps) if steps else None}
 
 
+def pair(method: pd.DataFrame, base: pd.DataFrame, on: tuple[str, ...] = ("doc_id", "turn")) -> pd.DataFrame:
+    """The method's successful rows side by side with AR's on the same request: AR's columns get `_ar`."""
+    return method.merge(base, on=list(on), suffixes=("", "_ar"))
+
+
 def paired_stats(method: pd.DataFrame, base: pd.DataFrame) -> dict:
-    pairs = method.merge(base, on=["doc_id", "turn"], suffixes=("", "_ar"))
+    pairs = pair(method, base)
     if pairs.empty:
         return {"n_paired": 0, "speedup": None, "speedup_geomean": None, "lossless_rate": None}
     ratio = pairs["wall_time_s_ar"] / pairs["wall_time_s"]
