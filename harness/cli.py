@@ -159,6 +159,89 @@ def tasks(data_dir):
         click.echo("".join(f"{c:<{w}}" for c, w in zip(r, widths)) + r[4])
 
 
+def _warn(message: str) -> None:
+    click.echo("warning: " + message, err=True)
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, type=click.Path())
+@click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
+              help="Where leaderboard.csv, report.md and plots/ go.")
+@click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=2000, show_default=True,
+              help="Bootstrap resamples for the 95% intervals (0: no intervals).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--plots/--no-plots", default=True, show_default=True)
+def report(run_dirs, out, n_boot, seed, plots):
+    """Leaderboard, plots and report.md from run folders (default: results/runs).
+
+    RUN_DIRS are run folders or folders holding run folders."""
+    import shlex
+    from pathlib import Path
+
+    from harness.report import report as report_
+    from harness.report_md import format_board
+
+    run_dirs = run_dirs or ("results/runs",)
+    command = shlex.join(["harness", "report", *run_dirs, "--out", out])
+    board, written = report_(list(run_dirs), Path(out), command=command, warn=_warn, n_boot=n_boot, seed=seed,
+                             plots=plots)
+    click.echo(format_board(board))
+    click.echo("wrote " + ", ".join(str(p) for k, p in written.items() if not k.startswith("plot:"))
+               + (f" and {sum(k.startswith('plot:') for k in written)} plots in {Path(out) / 'plots'}" if plots else ""))
+
+
+@main.command()
+@click.option("--tasks", "-t", multiple=True, required=True, help="Tasks, comma-separated or repeated.")
+@click.option("--methods", "-m", multiple=True, required=True, metavar="METHOD[:K=V,...]",
+              help="Methods, comma-separated or repeated, each with options: speculative:draft=ngram,k=4.")
+@click.option("--model", default="smollm2-135m", show_default=True, help="One model for the whole sweep.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="auto", show_default=True)
+@click.option("--limit", "limits", multiple=True, metavar="N|TASK=N", help="First N prompts of every task, or of one task.")
+@click.option("--max-new-tokens", type=int, help="Token budget per answer (default: each task's).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data-dir", envvar="HARNESS_DATA_DIR", type=click.Path(file_okay=False), help="Benchmark data (env HARNESS_DATA_DIR).")
+@click.option("--output-dir", default="results/runs", show_default=True, type=click.Path(file_okay=False),
+              help="Where the run folders go (finished ones are reused, interrupted ones resumed).")
+@click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
+              help="Where the report goes.")
+@click.option("--chat-template/--no-chat-template", default=True, show_default=True)
+@click.option("--num-fewshot", type=int)
+@click.option("--judge-url", help="MT-bench: OpenAI-compatible endpoint for grading.")
+@click.option("--judge-model", help="MT-bench: the judge model's name.")
+@click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=2000, show_default=True)
+@click.option("--plots/--no-plots", default=True, show_default=True)
+def bench(tasks, methods, limits, n_boot, plots, **kwargs):
+    """Run every method x task on one loaded model (resumable), then the report."""
+    from harness.bench import BenchConfig, bench as bench_, parse_limits, parse_list, parse_methods
+
+    task_names = parse_list(tasks)
+    limit, per_task = parse_limits(limits, task_names)
+    cfg = BenchConfig(tasks=task_names, methods=parse_methods(methods), limit=limit,
+                      limits=tuple(per_task.items()), **kwargs)
+    from harness.report_md import format_board
+
+    try:
+        board, written = bench_(cfg, echo=click.echo, warn=_warn, n_boot=n_boot, plots=plots)
+    except KeyboardInterrupt:
+        click.echo("interrupted; finished samples are saved: rerun the same command to continue", err=True)
+        sys.exit(130)
+    click.echo(format_board(board))
+    click.echo(f"wrote {written['leaderboard']} and {written['report']}")
+
+
+@main.command()
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--output-dir", default="results/runs", show_default=True, type=click.Path(file_okay=False),
+              help="Where run ids are looked up (a path to a run folder works too).")
+def compare(run_a, run_b, output_dir):
+    """Print the differences between two runs: conditions, per-method metrics, identical outputs."""
+    from harness.compare import compare as compare_, resolve_run
+
+    click.echo(compare_(resolve_run(run_a, output_dir), resolve_run(run_b, output_dir), warn=_warn))
+
+
 @main.group()
 def cllm():
     """CLLM: collect Jacobi trajectories, then consistency-train a model on them."""

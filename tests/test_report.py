@@ -1,0 +1,345 @@
+"""The report: leaderboard rows on hand-built tables with hand-checked speedups and intervals, the bootstrap's
+statistical behaviour, run folders with damaged lines, plots from a synthetic table, atomic writes, and
+`harness report` / `harness compare` on hand-made run folders."""
+from __future__ import annotations
+
+import json
+import math
+import threading
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from harness import HarnessError
+from harness.cli import main
+from harness.records import write_atomic
+from harness.report import (COLUMNS, Runs, bootstrap_speedups, format_options, labels, leaderboard, load_runs,
+                            write_csv, write_report)
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def sample(method, doc, wall, new=10, steps=10, sha="x", error=None, drafted=0, accepted=0, step_tokens=None, turn=1):
+    if error:
+        return {"method": method, "doc_id": doc, "turn": turn, "new_tokens": None, "steps": None, "wall_time_s": None,
+                "output_sha1": None, "error": error, "step_tokens": None}
+    return {"method": method, "doc_id": doc, "turn": turn, "new_tokens": new, "steps": steps, "wall_time_s": wall,
+            "output_sha1": sha, "error": None, "drafted_tokens": drafted, "accepted_tokens": accepted,
+            "draft_forwards": 0, "step_tokens": step_tokens if step_tokens is not None else [new // steps] * steps}
+
+
+def manifest(run_id, method, options=None, model="m", task="t", hardware="hw", metric=None, created="2026-01-01T00:00"):
+    return {"run_id": run_id, "created": created, "model": {"name": model}, "task": {"name": task, "metric": metric},
+            "hardware": {"label": hardware}, "method": {"name": method, "options": options or {}},
+            "git": {"commit": "abc123"}, "config": {"method": method, "max_new_tokens": 8}}
+
+
+def hand_runs(*runs) -> Runs:
+    """Runs built by hand, as load_runs would build them: each run is (manifest, samples rows, scores rows)."""
+    table, samples, scores = [], [], []
+    for info, rows, sc in runs:
+        opts = info["method"]["options"]
+        options = {info["method"]["name"]: format_options(opts),
+                   "ar": format_options({"temperature": float(opts.get("temperature", 0.0))})}
+        table.append({"run_id": info["run_id"], "model": info["model"]["name"], "task": info["task"]["name"],
+                      "hardware": info["hardware"]["label"], "method": info["method"]["name"], "method_options": opts,
+                      "metric": info["task"]["metric"], "created": info["created"], "commit": "abc123", "path": ""})
+        samples += [{**r, "run_id": info["run_id"], "model": info["model"]["name"], "task": info["task"]["name"],
+                     "hardware": info["hardware"]["label"], "options": options[r["method"]]} for r in rows]
+        scores += [{**s, "run_id": info["run_id"]} for s in sc]
+    return Runs(pd.DataFrame(table), pd.DataFrame(samples), pd.DataFrame(scores, columns=["run_id", "method", "doc_id", "scores"]))
+
+
+def by_method(board):
+    return {r["method"]: r for r in board.to_dict("records")}
+
+
+METRIC = "acc,none"
+RUN1 = (manifest("r1", "m", {"k": 4}, metric=METRIC),
+        [sample("ar", "a", 2.0, 10, 10, "x"), sample("m", "a", 1.0, 10, 4, "x", drafted=4, accepted=1),
+         sample("ar", "b", 6.0, 20, 20, "y"), sample("m", "b", 1.0, 20, 5, "z", drafted=4, accepted=1),
+         sample("ar", "c", 1.0, 5, 5, "w"), sample("m", "c", None, error="Boom: x")],
+        [{"method": "m", "doc_id": "a", "scores": {METRIC: 1.0}}, {"method": "m", "doc_id": "b", "scores": {METRIC: 0.0}},
+         {"method": "m", "doc_id": "c", "scores": {METRIC: 0.0}},
+         *[{"method": "ar", "doc_id": d, "scores": {METRIC: 1.0}} for d in "abc"]])
+
+
+def test_leaderboard_row_checked_by_hand():
+    board = leaderboard(hand_runs(RUN1), n_boot=4000)
+    assert list(board.columns) == COLUMNS and list(board["method"]) == ["ar", "m"]  # AR first
+    m, ar = by_method(board)["m"], by_method(board)["ar"]
+    assert (m["n"], m["n_errors"], m["n_paired"]) == (2, 1, 2)
+    assert m["tokens_per_step"] == pytest.approx(30 / 9) and m["tokens_per_s"] == pytest.approx(15.0)
+    assert m["speedup"] == pytest.approx(8 / 2)  # ratio of total times, over the paired requests
+    assert m["speedup_geomean"] == pytest.approx(math.sqrt(2 * 6))
+    # two pairs with ratios 2 and 6: a quarter of the resamples are (2, 2) and a quarter (6, 6), so the
+    # 2.5% and 97.5% percentiles are exactly the smaller and the larger ratio, for both estimators
+    assert (m["speedup_lo"], m["speedup_hi"]) == (pytest.approx(2.0), pytest.approx(6.0))
+    assert (m["speedup_geomean_lo"], m["speedup_geomean_hi"]) == (pytest.approx(2.0), pytest.approx(6.0))
+    assert m["acceptance_rate"] == pytest.approx(2 / 8) and m["lossless_rate"] == pytest.approx(0.5)
+    assert m["accuracy"] == pytest.approx(1 / 3) and m["metric"] == METRIC
+    assert m["accuracy_delta"] == pytest.approx(1 / 3 - 1.0)
+    assert m["options"] == "k=4" and m["run_id"] == "r1" and m["hardware"] == "hw"
+    assert ar["n"] == 3 and ar["speedup"] == 1.0 and ar["speedup_lo"] == ar["speedup_hi"] == 1.0
+    assert ar["tokens_per_s"] == pytest.approx(35 / 9) and ar["accuracy"] == 1.0 and ar["accuracy_delta"] == 0.0
+    assert pd.isna(ar["acceptance_rate"]) and ar["options"] == "temperature=0.0"
+
+
+def test_methods_pair_with_the_ar_rows_of_their_own_run():
+    fast_ar = (manifest("r1", "jacobi"), [sample("ar", d, 2.0) for d in "ab"] + [sample("jacobi", d, 1.0) for d in "ab"], [])
+    slow_ar = (manifest("r2", "lookahead", created="2026-01-02"),
+               [sample("ar", d, 9.0) for d in "ab"] + [sample("lookahead", d, 3.0) for d in "ab"], [])
+    rows = by_method(leaderboard(hand_runs(fast_ar, slow_ar), n_boot=100))
+    assert rows["jacobi"]["speedup"] == pytest.approx(2.0) and rows["lookahead"]["speedup"] == pytest.approx(3.0)
+    assert rows["jacobi"]["speedup_lo"] == rows["jacobi"]["speedup_hi"] == pytest.approx(2.0)  # equal ratios
+    assert rows["ar"]["n"] == 4 and rows["ar"]["run_id"] == "r1;r2"  # AR pools every run's AR rows
+
+
+def test_different_models_or_hardware_are_never_paired_and_a_run_without_ar_warns():
+    alone = (manifest("r1", "jacobi", model="m1", hardware="cpu"), [sample("jacobi", d, 1.0) for d in "ab"], [])
+    other_hw = (manifest("r2", "ar", model="m1", hardware="gpu"), [sample("ar", d, 5.0) for d in "ab"], [])
+    other_model = (manifest("r3", "ar", model="m2", hardware="cpu"), [sample("ar", d, 5.0) for d in "ab"], [])
+    warnings = []
+    board = leaderboard(hand_runs(alone, other_hw, other_model), n_boot=100, warn=warnings.append)
+    jac = by_method(board)["jacobi"]
+    assert jac["n"] == 2 and jac["n_paired"] == 0 and jac["tokens_per_step"] == 1.0
+    assert all(pd.isna(jac[k]) for k in ("speedup", "speedup_lo", "speedup_geomean", "lossless_rate", "accuracy_delta"))
+    assert any("r1" in w and "no AR rows" in w for w in warnings)
+    ar = board[board["method"] == "ar"]
+    assert sorted(zip(ar["model"], ar["hardware"])) == [("m1", "gpu"), ("m2", "cpu")]
+
+
+def test_latest_run_wins_and_options_make_separate_rows():
+    def spec(run_id, draft, created, wall):
+        rows = [sample("ar", "a", 2.0), sample("speculative", "a", wall)]
+        return (manifest(run_id, "speculative", {"draft": draft, "k": 4}, created=created), rows, [])
+
+    warnings = []
+    runs = hand_runs(spec("old", "ngram", "2026-01-01", 4.0), spec("new", "ngram", "2026-01-03", 1.0),
+                     spec("ls", "layerskip:1", "2026-01-02", 2.0))
+    board = leaderboard(runs, n_boot=10, warn=warnings.append)
+    spec_rows = board[board["method"] == "speculative"]
+    assert dict(zip(spec_rows["options"], spec_rows["run_id"])) == {"draft=layerskip:1,k=4": "ls", "draft=ngram,k=4": "new"}
+    assert dict(zip(spec_rows["run_id"], spec_rows["speedup"])) == {"ls": 1.0, "new": 2.0}
+    assert any("old" in w and "superseded" in w for w in warnings) and any("superseded" in w for w in runs.warnings)
+    assert sorted(labels(board)) == ["ar", "speculative draft=layerskip:1", "speculative draft=ngram"]
+
+
+def test_bootstrap_exact_cases():
+    s = bootstrap_speedups([3.0, 1.5, 6.0], [1.0, 0.5, 2.0], n_boot=500)  # every ratio is 3
+    assert all(s[k] == pytest.approx(3.0) for k in s)
+    s = bootstrap_speedups([5.0], [2.0], n_boot=50)  # one request: nothing to resample
+    assert s["speedup_lo"] == s["speedup_hi"] == s["speedup_geomean_hi"] == pytest.approx(2.5)
+    assert bootstrap_speedups([], [], n_boot=50) == dict.fromkeys(s)
+    s = bootstrap_speedups([1.0, 4.0], [1.0, 1.0], n_boot=0)
+    assert s["speedup"] == 2.5 and s["speedup_geomean"] == 2.0 and s["speedup_lo"] is None
+
+
+def test_bootstrap_is_seeded_and_its_interval_covers_the_truth_about_95_percent_of_the_time():
+    rng = np.random.default_rng(1)
+    a, m = rng.lognormal(0, 0.3, 40), rng.lognormal(0, 0.3, 40)
+    assert bootstrap_speedups(a, m, 300, seed=7) == bootstrap_speedups(a, m, 300, seed=7)
+    assert bootstrap_speedups(a, m, 300, seed=7) != bootstrap_speedups(a, m, 300, seed=8)
+    true_geomean, hits, widths = math.exp(0.4), 0, {}
+    for trial in range(300):  # per-request log ratios ~ N(0.4, 0.5): the true geometric mean is e^0.4
+        method = rng.lognormal(0, 0.2, 50)
+        ar = method * np.exp(rng.normal(0.4, 0.5, 50))
+        s = bootstrap_speedups(ar, method, n_boot=1000, seed=trial)
+        hits += s["speedup_geomean_lo"] <= true_geomean <= s["speedup_geomean_hi"]
+        assert s["speedup_geomean_lo"] <= s["speedup_geomean"] <= s["speedup_geomean_hi"]
+    assert 0.89 <= hits / 300 <= 0.99
+    for n in (25, 400):  # the interval narrows like 1/sqrt(n): 16x the requests, about a quarter of the width
+        method = rng.lognormal(0, 0.2, n)
+        s = bootstrap_speedups(method * np.exp(rng.normal(0.4, 0.5, n)), method, n_boot=1000)
+        widths[n] = s["speedup_geomean_hi"] - s["speedup_geomean_lo"]
+    assert 0.15 < widths[400] / widths[25] < 0.4
+
+
+def write_run(root: Path, info: dict, rows: list, scores=(), raw_lines=()) -> Path:
+    folder = root / info["run_id"]
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps(info))
+    (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "".join(raw_lines))
+    if scores:
+        (folder / "scores.jsonl").write_text("".join(json.dumps(s) + "\n" for s in scores))
+    return folder
+
+
+def test_load_runs_skips_damaged_lines_and_empty_runs_with_warnings(tmp_path):
+    info, rows, scores = RUN1
+    good = write_run(tmp_path / "runs", info, rows[:3], scores,
+                     raw_lines=["\n", '{"method": "m", "doc_id": "b", "wall', "\n", '{"method": "ar"}\n', "[1, 2]\n"])
+    empty = write_run(tmp_path / "runs", manifest("r2", "jacobi"), [])
+    warnings = []
+    runs = load_runs([tmp_path / "runs"], warn=warnings.append)
+    assert list(runs.runs["run_id"]) == ["r1"] and len(runs.samples) == 3
+    samples = good / "samples.jsonl"
+    for line in (4, 5, 6, 7):  # an empty line, a torn row, a row without doc_id, a row that is not an object
+        assert any(w.startswith(f"{samples}:{line}: skipping") for w in warnings), (line, warnings)
+    assert any(str(empty / "samples.jsonl") in w and "no samples" in w for w in warnings)
+    assert runs.warnings == warnings
+    assert set(runs.scores["method"]) == {"m", "ar"}
+    assert by_method(leaderboard(runs, n_boot=10))["m"]["speedup"] == pytest.approx(2.0)
+
+
+def test_load_runs_bad_paths_are_errors(tmp_path):
+    with pytest.raises(HarnessError, match="is not a folder"):
+        load_runs([tmp_path / "nope"])
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(HarnessError, match="no run folders in"):
+        load_runs([tmp_path / "nothing"])
+    write_run(tmp_path / "runs", manifest("r1", "m"), [])
+    with pytest.raises(HarnessError, match="no readable runs"):
+        load_runs([tmp_path / "runs"], warn=lambda _: None)
+    (tmp_path / "runs" / "r1" / "run.json").write_text("{not json")
+    with pytest.raises(HarnessError, match="no readable runs"):
+        load_runs([tmp_path / "runs"], warn=lambda _: None)
+
+
+def synthetic_runs() -> Runs:
+    """Two tasks, three method variants, one of them without a metric; per-step counts in every row."""
+    rng = np.random.default_rng(0)
+    runs = []
+    for t, task in enumerate(("gsm8k", "humaneval")):
+        for i, (method, opts, tps) in enumerate((("jacobi", {"block_size": 16}, 1.1), ("lookahead", {}, 1.6),
+                                                 ("speculative", {"draft": "ngram"}, 1.8))):
+            rows, scores = [], []
+            for d in range(6):
+                steps = [int(x) for x in rng.integers(1, 2 * tps, 20)] + [17]
+                ar_wall = rng.uniform(1.0, 2.0)
+                rows += [sample("ar", str(d), ar_wall, sum(steps), sum(steps), sha=str(d)),
+                         sample(method, str(d), ar_wall / tps * rng.uniform(0.8, 1.2), sum(steps), len(steps),
+                                sha=str(d), step_tokens=steps, drafted=30, accepted=sum(steps) - len(steps))]
+                scores += [{"method": n, "doc_id": str(d), "scores": {"acc,none": float(rng.integers(0, 2))}}
+                           for n in (method, "ar")]
+            info = manifest(f"r{t}{i}", method, opts, task=task, metric="acc,none", hardware="2-core CPU")
+            runs.append((info, rows, scores))
+    return hand_runs(*runs)
+
+
+def is_png(path: Path) -> bool:
+    image = matplotlib.image.imread(path)
+    return path.read_bytes()[:8] == PNG and image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200
+
+
+def test_report_writes_csv_plots_and_markdown(tmp_path):
+    runs = synthetic_runs()
+    board = leaderboard(runs, n_boot=200)
+    written = write_report(runs, board, tmp_path / "out", command="harness report x")
+    csv = pd.read_csv(written["leaderboard"])
+    assert list(csv.columns) == COLUMNS and len(csv) == 8  # 2 tasks x (3 methods + AR)
+    assert np.allclose(csv["speedup"], board["speedup"]) and set(csv["hardware"]) == {"2-core CPU"}
+    plots = sorted(p.name for k, p in written.items() if k.startswith("plot:"))
+    assert plots == ["accuracy_vs_speedup.png", "speedup.png", "speedup_vs_tokens_per_step.png", "step_tokens.png"]
+    assert all(is_png(p) for k, p in written.items() if k.startswith("plot:"))
+    md = written["report"].read_text()
+    assert "harness report x" in md and "### gsm8k (accuracy: `acc,none`)" in md and "## Runs" in md
+    assert md.count("| `speculative` |") == 2 and "](plots/speedup.png)" in md
+    assert not list((tmp_path / "out").glob(".*"))  # no temporary files left
+
+
+def test_plots_per_model_and_the_step_distribution(tmp_path):
+    from harness import plots
+
+    runs = synthetic_runs()
+    other = runs.runs.assign(model="m2", run_id=runs.runs["run_id"] + "b")
+    runs = Runs(pd.concat([runs.runs, other]), pd.concat([runs.samples, runs.samples.assign(
+        model="m2", run_id=runs.samples["run_id"] + "b")]), runs.scores)
+    figures = plots.make_plots(leaderboard(runs, n_boot=50), runs.samples, tmp_path)
+    assert set(figures) == {("m", "2-core CPU"), ("m2", "2-core CPU")}
+    assert figures[("m2", "2-core CPU")]["speedup"].name == "m2-speedup.png"
+    assert len(list(tmp_path.glob("*.png"))) == 8 and all(is_png(p) for p in tmp_path.glob("*.png"))
+
+    # the distribution, checked by hand: steps committing 1, 1, 3 and 1, 2 tokens: 60%, 20%, 20%
+    rows = [sample("ar", "a", 1.0), sample("jacobi", "a", 1.0, 5, 3, step_tokens=[1, 1, 3]),
+            sample("ar", "b", 1.0), sample("jacobi", "b", 1.0, 3, 2, step_tokens=[1, 2])]
+    small = hand_runs((manifest("r", "jacobi"), rows, []))
+    board = leaderboard(small, n_boot=10).assign(label=lambda b: labels(b))
+    fig = plots.step_tokens(board, small.samples, "m", "hw", plots.colours(board["label"]))
+    (line,) = fig.axes[0].lines
+    assert np.allclose(np.nan_to_num(line.get_ydata()[:4]), [60, 20, 20, 0])
+    assert "m on hw" in fig._suptitle.get_text()
+    # rows without per-step counts: per-request means, and the title says so
+    fig = plots.step_tokens(board, small.samples.assign(step_tokens=None), "m", "hw", plots.colours(board["label"]))
+    assert "per-request means" in fig._suptitle.get_text()
+
+
+def test_concurrent_writers_never_leave_a_torn_csv(tmp_path):
+    boards = [leaderboard(hand_runs(RUN1), n_boot=10), leaderboard(synthetic_runs(), n_boot=10)]
+    path = tmp_path / "leaderboard.csv"
+    write_csv(boards[0], path)
+    texts = {b.to_csv(index=False, float_format="%.6g") for b in boards}
+    stop, seen = threading.Event(), []
+
+    def writer(board):
+        while not stop.is_set():
+            write_csv(board, path)
+
+    threads = [threading.Thread(target=writer, args=(b,)) for b in boards]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(300):
+            seen.append(path.read_text())
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert set(seen) <= texts  # every read is one complete version
+    assert [p.name for p in tmp_path.iterdir()] == ["leaderboard.csv"]
+
+
+def test_write_atomic_cleans_up_when_the_write_fails(tmp_path):
+    with pytest.raises(TypeError):
+        write_atomic(tmp_path / "x.csv", 123)  # not str or bytes
+    assert list(tmp_path.iterdir()) == []
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_cli_report_and_its_warnings(tmp_path):
+    write_run(tmp_path / "runs", *RUN1, raw_lines=["{torn\n"])
+    write_run(tmp_path / "runs", manifest("r2", "jacobi", created="2026-01-02"),
+              [sample("jacobi", "a", 1.0)])  # no AR rows
+    result = invoke("report", str(tmp_path / "runs"), "--out", str(tmp_path / "res"), "--bootstrap", "100")
+    assert result.exit_code == 0, result.output
+    assert "warning: " in result.output and "samples.jsonl:7: skipping" in result.output
+    assert "no AR rows" in result.output and "4.00 [2.00, 6.00]" in result.output
+    csv = pd.read_csv(tmp_path / "res" / "leaderboard.csv")
+    assert list(csv["method"]) == ["ar", "jacobi", "m"] and pd.isna(csv.loc[1, "speedup"])
+    assert (tmp_path / "res" / "plots" / "speedup.png").exists()
+    assert "no AR rows" in (tmp_path / "res" / "report.md").read_text()  # warnings are in the report too
+
+
+@pytest.mark.parametrize("args,message", [
+    (["report", "/nonexistent/runs"], "/nonexistent/runs is not a folder"),
+    (["compare", "nope-a", "nope-b"], "no run 'nope-a'"),
+])
+def test_cli_bad_input_is_one_line(tmp_path, args, message):
+    result = invoke(*args, *(["--output-dir", str(tmp_path)] if args[0] == "compare" else ["--out", str(tmp_path)]))
+    assert result.exit_code == 2 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("error: ")
+
+
+def test_cli_compare_shows_conditions_metrics_and_identical_outputs(tmp_path):
+    info, rows, scores = RUN1
+    write_run(tmp_path / "runs", info, rows, scores)
+    faster = [dict(r, wall_time_s=r["wall_time_s"] / 2) if r["method"] == "m" and r["wall_time_s"] else r for r in rows]
+    faster[3] = dict(faster[3], output_sha1="y")  # doc b now matches AR
+    info_b = dict(manifest("r2", "m", {"k": 8}, metric=METRIC), config={"method": "m", "max_new_tokens": 16})
+    write_run(tmp_path / "runs", info_b, faster, scores)
+    result = invoke("compare", "r1", str(tmp_path / "runs" / "r2"), "--output-dir", str(tmp_path / "runs"))
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "config.max_new_tokens: 8 -> 16" in out and "method.options.k: 4 -> 8" in out and "run_id" not in out
+    speedup = next(line for line in out.splitlines() if line.split()[:1] == ["speedup"])
+    assert speedup.split() == ["speedup", "4.000", "8.000", "+4.000", "2.000"]
+    lossless = next(line for line in out.splitlines() if line.split()[:1] == ["lossless_rate"])
+    assert lossless.split()[1:3] == ["0.500", "1.000"]
+    assert "identical outputs (requests completed in both runs): m 1/2, ar 3/3" in out
