@@ -9,7 +9,7 @@ DATA_DIR ?= ../shared/data
 CLLM_SAMPLES ?= 200
 CLLM_OUT ?= methods/checkpoints/smollm2-135m-cllm-gsm8k
 
-.PHONY: setup demo test bench clean cllm-checkpoint
+.PHONY: setup demo test bench clean cllm-checkpoint results
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,7 +35,13 @@ cllm-checkpoint: $(STAMP)
 	$(BIN)/harness cllm collect --model smollm2-135m --task gsm8k --split train --limit $(CLLM_SAMPLES) \
 		--block-size 16 --max-new-tokens 256 --data-dir $(DATA_DIR) --out results/cllm/trajectories.jsonl
 	$(BIN)/harness cllm train --data results/cllm/trajectories.jsonl --out $(CLLM_OUT) --loss global \
-		--ar-weight 10 --lora --epochs 1
+		--ar-weight 10 --lora --lr 1e-3 --states-per-block 4 --epochs 1
+
+# The committed reference sweep (results/README.md): every method on every task, then the report.
+results: $(STAMP)
+	$(BIN)/harness bench --tasks gsm8k,humaneval,spider,mt_bench --data-dir $(DATA_DIR) --limit 5 --limit mt_bench=1 \
+		--methods jacobi,lookahead,speculative:draft=ngram,speculative:draft=layerskip:15,cllm \
+		--output-dir results/reference-runs --out results
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ar_vs_generate.py
