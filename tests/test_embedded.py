@@ -5,6 +5,7 @@ import json
 import time
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from harness.cli import main
@@ -58,3 +59,26 @@ def test_cli_end_to_end(smol, tmp_path):
     assert jac["n"] == 2 and jac["lossless_rate"] == 1.0 and jac["tokens_per_step"] >= 1.0
     rows = [json.loads(x) for x in (run_dir / "samples.jsonl").read_text().splitlines()]
     assert all(r["output"] for r in rows)  # the chat model answered something
+
+
+def test_default_cllm_run_uses_the_shipped_checkpoint(smol, tmp_path):
+    """`harness run --method cllm --task gsm8k` on a fresh machine: the shipped adapter, paired with AR on the base."""
+    shipped = load_model("smollm2-135m-cllm")
+    base = dict(smol.model.named_parameters())
+    changed = [n for n, p in shipped.model.named_parameters() if not torch.equal(p, base[n])]
+    assert changed and all("proj" in n for n in changed)  # the merged LoRA changed the linear layers only
+    data = tmp_path / "data" / "gsm8k"
+    data.mkdir(parents=True)
+    (data / "test.jsonl").write_text(json.dumps({"question": "Tom has 3 apples and buys 4 more. How many apples "
+                                                 "does he have?", "answer": "3 + 4 = 7\n#### 7"}) + "\n")
+    (data / "train.jsonl").write_text((data / "test.jsonl").read_text())
+    result = CliRunner().invoke(main, ["run", "--method", "cllm", "--task", "gsm8k", "--limit", "1",
+                                       "--max-new-tokens", "48", "--data-dir", str(tmp_path / "data"),
+                                       "--output-dir", str(tmp_path / "runs")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["method"]["options"]["checkpoint"] == "smollm2-135m-cllm" and info["model"]["name"] == "smollm2-135m"
+    s = json.loads((run_dir / "summary.json").read_text())["methods"]
+    assert s["cllm"]["n_paired"] == 1 and s["cllm"]["metric"] == s["ar"]["metric"] == "exact_match,flexible-extract"
+    assert s["cllm"]["accuracy"] in (0.0, 1.0) and s["cllm"]["stationary_per_step"] is not None
