@@ -140,12 +140,26 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_isa() -> str:
+    """The vector instructions torch's CPU kernels use (AVX2, AVX512, ...), plus AMX when the CPU has it.
+
+    Two virtual machines can report the same CPU name yet differ threefold in speed by these alone, so
+    they are part of the hardware label: runs on either are never paired or pooled.
+    """
+    isa = torch.backends.cpu.get_cpu_capability()
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return isa + ("+AMX" if "amx_bf16" in flags.split() else "")
+
+
 def hardware(device: torch.device) -> dict:
-    info = {"device": device.type, "cpu": cpu_name(), "cpu_count": os.cpu_count(),
+    info = {"device": device.type, "cpu": cpu_name(), "cpu_count": os.cpu_count(), "cpu_isa": cpu_isa(),
             "torch_threads": torch.get_num_threads()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
-    info["label"] = info.get("gpu") or f"{info['cpu']} ({info['cpu_count']} cores)"
+    info["label"] = info.get("gpu") or f"{info['cpu']} ({info['cpu_count']} cores, {info['cpu_isa']})"
     return info
 
 
