@@ -39,7 +39,7 @@ cllm-checkpoint: $(STAMP)
 
 # The committed reference sweep (results/README.md): every method on every task, then the report.
 results: $(STAMP)
-	$(BIN)/harness bench --tasks gsm8k,humaneval,spider,mt_bench --data-dir $(DATA_DIR) --limit 5 --limit mt_bench=1 \
+	$(BIN)/harness bench --tasks gsm8k,humaneval,spider,mt_bench --data-dir $(DATA_DIR) --limit 3 --limit mt_bench=1 \
 		--methods jacobi,lookahead,speculative:draft=ngram,speculative:draft=layerskip:15,cllm \
 		--output-dir results/reference-runs --out results
 
