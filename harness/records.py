@@ -130,14 +130,19 @@ def git_commit() -> dict:
     return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
-def cpu_name() -> str:
+def _cpuinfo(field: str) -> str:
+    """The first value of a /proc/cpuinfo field ("model name", "flags"), or "" where there is none."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return ""
+
+
+def cpu_name() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def cpu_isa() -> str:
@@ -146,12 +151,8 @@ def cpu_isa() -> str:
     Two virtual machines can report the same CPU name yet differ threefold in speed by these alone, so
     they are part of the hardware label: runs on either are never paired or pooled.
     """
-    isa = torch.backends.cpu.get_cpu_capability()
-    try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    except OSError:
-        flags = ""
-    return isa + ("+AMX" if "amx_bf16" in flags.split() else "")
+    amx = "amx_bf16" in _cpuinfo("flags").split()
+    return torch.backends.cpu.get_cpu_capability() + ("+AMX" if amx else "")
 
 
 def hardware(device: torch.device) -> dict:

@@ -6,6 +6,7 @@ small init) fall into short cycles, so Jacobi commits many tokens per step (the 
 from __future__ import annotations
 
 import functools
+import json
 
 import pytest
 
@@ -46,3 +47,14 @@ def loopy():
 
 def encode(tok, prompt):
     return tok(prompt, return_tensors="pt")["input_ids"]
+
+
+@pytest.fixture(scope="session")
+def write_gsm8k():
+    """write_gsm8k(root, rows): a --data-dir at root whose gsm8k train and test splits both hold rows."""
+    def write(root, rows):
+        (root / "gsm8k").mkdir(parents=True)
+        for split in ("train", "test"):
+            (root / "gsm8k" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return root
+    return write

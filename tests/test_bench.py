@@ -3,7 +3,6 @@ tiny-random with a hand-built GSM8K data directory: interrupted, resumed with on
 finished runs skipped."""
 from __future__ import annotations
 
-import json
 import shlex
 
 import pandas as pd
@@ -56,14 +55,9 @@ def test_run_configs_and_the_reproducing_command(monkeypatch):
 
 
 @pytest.fixture
-def data_dir(tmp_path):
-    root = tmp_path / "data" / "gsm8k"
-    root.mkdir(parents=True)
-    rows = [{"question": f"Tom has {i} apples and buys 4 more. How many?", "answer": f"{i} + 4 = {i + 4}\n#### {i + 4}"}
-            for i in range(3)]
-    (root / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return tmp_path / "data"
+def data_dir(tmp_path, write_gsm8k):
+    return write_gsm8k(tmp_path / "data", [{"question": f"Tom has {i} apples and buys 4 more. How many?",
+                                            "answer": f"{i} + 4 = {i + 4}\n#### {i + 4}"} for i in range(3)])
 
 
 @pytest.fixture

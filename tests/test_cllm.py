@@ -24,13 +24,8 @@ QUESTIONS = ["Ann has 2 cats and 3 dogs. How many pets?", "What is 6 times 7?", 
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    (root / "gsm8k").mkdir()
-    for split in ("train", "test"):
-        (root / "gsm8k" / f"{split}.jsonl").write_text(
-            "".join(json.dumps({"question": q, "answer": "#### 1"}) + "\n" for q in QUESTIONS))
-    return root
+def data_dir(tmp_path_factory, write_gsm8k):
+    return write_gsm8k(tmp_path_factory.mktemp("data"), [{"question": q, "answer": "#### 1"} for q in QUESTIONS])
 
 
 @pytest.fixture(scope="module")

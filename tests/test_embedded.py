@@ -61,17 +61,14 @@ def test_cli_end_to_end(smol, tmp_path):
     assert all(r["output"] for r in rows)  # the chat model answered something
 
 
-def test_default_cllm_run_uses_the_shipped_checkpoint(smol, tmp_path):
+def test_default_cllm_run_uses_the_shipped_checkpoint(smol, tmp_path, write_gsm8k):
     """`harness run --method cllm --task gsm8k` on a fresh machine: the shipped adapter, paired with AR on the base."""
     shipped = load_model("smollm2-135m-cllm")
     base = dict(smol.model.named_parameters())
     changed = [n for n, p in shipped.model.named_parameters() if not torch.equal(p, base[n])]
     assert changed and all("proj" in n for n in changed)  # the merged LoRA changed the linear layers only
-    data = tmp_path / "data" / "gsm8k"
-    data.mkdir(parents=True)
-    (data / "test.jsonl").write_text(json.dumps({"question": "Tom has 3 apples and buys 4 more. How many apples "
-                                                 "does he have?", "answer": "3 + 4 = 7\n#### 7"}) + "\n")
-    (data / "train.jsonl").write_text((data / "test.jsonl").read_text())
+    write_gsm8k(tmp_path / "data", [{"question": "Tom has 3 apples and buys 4 more. How many apples does he have?",
+                                     "answer": "3 + 4 = 7\n#### 7"}])
     result = CliRunner().invoke(main, ["run", "--method", "cllm", "--task", "gsm8k", "--limit", "1",
                                        "--max-new-tokens", "48", "--data-dir", str(tmp_path / "data"),
                                        "--output-dir", str(tmp_path / "runs")], catch_exceptions=False)
