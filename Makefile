@@ -9,7 +9,7 @@ DATA_DIR ?= ../shared/data
 CLLM_SAMPLES ?= 200
 CLLM_OUT ?= methods/checkpoints/smollm2-135m-cllm-gsm8k
 
-.PHONY: setup demo test bench clean cllm-checkpoint results
+.PHONY: setup demo test bench clean cllm-checkpoint cllm-ablation results
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,23 @@ cllm-checkpoint: $(STAMP)
 		--block-size 16 --max-new-tokens 256 --data-dir $(DATA_DIR) --out results/cllm/trajectories.jsonl
 	$(BIN)/harness cllm train --data results/cllm/trajectories.jsonl --out $(CLLM_OUT) --loss global \
 		--ar-weight 10 --lora --lr 1e-3 --states-per-block 4 --epochs 1
+
+# The loss / adapter comparison of the README (global vs local consistency loss, LoRA vs full fine-tuning):
+# 64 GSM8K train questions, three trainings of one epoch, then every checkpoint side by side with AR and
+# vanilla Jacobi on the base (and the shipped checkpoint) on 5 held-out GSM8K test questions.
+ABL := results/cllm/ablation
+cllm-ablation: $(STAMP)
+	$(BIN)/harness cllm collect --model smollm2-135m --task gsm8k --split train --limit 64 \
+		--block-size 16 --max-new-tokens 256 --data-dir $(DATA_DIR) --out $(ABL)/trajectories.jsonl
+	$(BIN)/harness cllm train --data $(ABL)/trajectories.jsonl --out $(ABL)/global-lora --loss global --lora --lr 1e-3 \
+		--ar-weight 10 --states-per-block 4 --epochs 1 --save-steps 1000
+	$(BIN)/harness cllm train --data $(ABL)/trajectories.jsonl --out $(ABL)/local-lora --loss local --lora --lr 1e-3 \
+		--ar-weight 10 --states-per-block 4 --epochs 1 --save-steps 1000
+	$(BIN)/harness cllm train --data $(ABL)/trajectories.jsonl --out $(ABL)/global-full --loss global --no-lora --lr 1e-4 \
+		--ar-weight 10 --states-per-block 4 --epochs 1 --save-steps 1000
+	$(BIN)/python benchmarks/compare_methods.py --data-dir $(DATA_DIR) --limit 5 --max-new-tokens 256 --spec jacobi \
+		--spec cllm:checkpoint=$(ABL)/global-lora --spec cllm:checkpoint=$(ABL)/local-lora \
+		--spec cllm:checkpoint=$(ABL)/global-full --spec cllm
 
 # The committed reference sweep (results/README.md): every method on every task, then the report.
 results: $(STAMP)
