@@ -151,6 +151,44 @@ def test_several_states_per_block_are_packed_as_separate_groups():
     assert every["input_ids"].tolist()[6:] == [7, 8, 1, 8, 1, 2]
 
 
+def test_horizon_packs_only_the_tokens_past_the_verified_prefix():
+    sample = {"sample_id": "s", "prompt": [10, 11, 12], "answer": [1, 2, 3, 4, 5],
+              "blocks": [{"block": 0, "prefix_ids": [], "states": [[1, 8, 9, 7, 6], [1, 2, 3, 4, 6]],
+                          "fixed_point": [1, 2, 3, 4, 5]}]}
+    b = pack(sample, "global", random.Random(0), states_per_block=2, horizon=2)
+    # state 0: verified prefix [1], then [8, 9] at positions 4, 5, seeing prompt + answer[:1];
+    # state 1: its inputs (the first m - 1 = 4 tokens) are all right: nothing to pack
+    assert b["input_ids"].tolist()[8:] == [8, 9] and b["position_ids"].tolist()[8:] == [4, 5]
+    assert b["mask"][9].tolist() == [True] * 4 + [False] * 4 + [True, True]
+    assert b["student_index"].tolist() == [8, 9] and b["teacher_index"].tolist() == [4, 5]
+
+
+@pytest.mark.parametrize("loss,horizon", [("global", 0), ("global", 3), ("local", 0), ("local", 3)])
+def test_packed_logits_equal_plain_forwards_of_each_state(tiny, trajectories, loss, horizon):
+    """Every student position must see exactly what decoding would: prompt, answer before the block and
+    the state up to itself; its teacher the same with the fixed point (global) or the next state (local)."""
+    _, records, _ = read_trajectories(trajectories)
+    sample = group_samples(records)[1]
+    b = pack(sample, loss, random.Random(0), states_per_block=3, horizon=horizon)
+    assert b["student_index"].numel() > 0
+    # what decoding shows the model at state token i: prompt + answer before the block + y[:i + 1]
+    contexts = {tuple(sample["prompt"] + blk["prefix_ids"] + y[: i + 1])
+                for blk in sample["blocks"] for y in blk["states"] + [blk["fixed_point"]] for i in range(len(y))}
+    tokens = b["input_ids"].tolist()
+    with torch.no_grad():
+        packed = tiny.model(input_ids=b["input_ids"][None], position_ids=b["position_ids"][None],
+                            attention_mask=b["mask"][None, None]).logits[0]
+        for st, te in zip(b["student_index"].tolist(), b["teacher_index"].tolist()):
+            seen = {i: [tokens[k] for k in range(len(tokens)) if b["mask"][i, k]] for i in (st, te)}  # packed order
+            for i in (st, te):
+                assert tuple(seen[i]) in contexts and b["position_ids"][i] == len(seen[i]) - 1
+                plain = tiny.model(torch.tensor([seen[i]])).logits[0, -1]
+                torch.testing.assert_close(packed[i], plain, rtol=1e-4, atol=1e-4)
+            assert len(seen[te]) == len(seen[st])  # teacher and student predict the same answer token
+            if loss == "global":  # the teacher is the answer itself
+                assert seen[te] == (sample["prompt"] + sample["answer"])[: len(seen[te])]
+
+
 def test_training_reduces_the_loss_and_changes_the_weights(tiny, trajectories, tmp_path):
     header, records, _ = read_trajectories(trajectories)
     samples = group_samples(records)

@@ -8,6 +8,9 @@ before its block, and itself causally, at the positions it has in decoding). One
   global consistency: at every state position whose input holds a wrong token, soft cross-entropy from
                     the (detached) distribution at the same position of the answer (the fixed point);
   local consistency:  the same, toward the (detached) distribution given the next state y(k+1) instead.
+With --horizon H, each state is packed from its first wrong token on, H tokens only (its verified prefix
+is the answer's own tokens, so it attends to those): the positions Jacobi acceptance depends on, at a
+fraction of the tokens, so every state of every block fits in one sequence.
 The same command runs on several GPUs under `accelerate launch` / `torchrun` (the Trainer's DDP/FSDP).
 """
 from __future__ import annotations
@@ -37,6 +40,7 @@ class TrainConfig:
     loss: str = "global"  # global | local
     ar_weight: float = 10.0
     states_per_block: int = 1  # Jacobi states of each block packed into one training sequence (drawn anew each epoch)
+    horizon: int = 0  # > 0: pack and teach only the first H tokens past each state's verified prefix
     lora: bool = True
     lora_rank: int = 32
     lora_alpha: int = 64
@@ -82,15 +86,19 @@ def group_samples(records: list[dict]) -> list[dict]:
     return samples
 
 
-def pack(sample: dict, loss: str, rng: random.Random, states_per_block: int = 1) -> dict:
+def pack(sample: dict, loss: str, rng: random.Random, states_per_block: int = 1, horizon: int = 0) -> dict:
     """One packed training sequence (see the module docstring). Returns tensors:
-    input_ids, position_ids (L,), mask (L, L) bool, ar_index/ar_target, student_index/teacher_index."""
+    input_ids, position_ids (L,), mask (L, L) bool, ar_index/ar_target, student_index/teacher_index.
+
+    horizon H > 0 packs, of each state, only the H tokens from its first wrong token on: the tokens
+    before it equal the fixed point's, so the state shares the answer's context there instead of
+    repeating it, and only the first H positions past the verified prefix are taught (the ones Jacobi
+    acceptance depends on). H = 0 packs the whole state, as the paper's global loss."""
     prompt, answer = sample["prompt"], sample["answer"]
     P, T = len(prompt), len(answer)
     tokens = list(prompt) + list(answer)
     positions = list(range(P + T))
-    # groups[g] = (first index, length, block start s): every appended copy of a block's state
-    groups = []
+    groups = []  # (first index, length, absolute position of its first token): each sees the context before it
     student, teacher = [], []
     for b in sample["blocks"]:
         s, target, states = len(b["prefix_ids"]), b["fixed_point"], b["states"]
@@ -99,26 +107,29 @@ def pack(sample: dict, loss: str, rng: random.Random, states_per_block: int = 1)
             continue
         for k in sorted(rng.sample(range(len(states)), min(states_per_block, len(states)))):
             y = states[k]
+            j = next((i for i in range(m - 1) if y[i] != target[i]), m - 1) if horizon else 0
+            end = min(j + horizon, m - 1) if horizon else m - 1
+            if j >= end:
+                continue  # inputs all right: same context as the teacher, nothing to learn
             copies = [y]
-            if loss == "local":
-                nxt = states[k + 1] if k + 1 < b.get("n_jacobi", len(states)) else target
-                copies.append(nxt)
+            if loss == "local":  # the next state (its tokens before j are right too: Jacobi fixes >= 1 per step)
+                copies.append(states[k + 1] if k + 1 < b.get("n_jacobi", len(states)) else target)
             idx = []
             for c in copies:
-                groups.append((len(tokens), m - 1, s))
+                groups.append((len(tokens), end - j, P + s + j))
                 idx.append(len(tokens))
-                tokens += c[: m - 1]
-                positions += range(P + s, P + s + m - 1)
-            for i in range(m - 1):  # the output at state token i predicts answer[s + i + 1]
+                tokens += c[j:end]
+                positions += range(P + s + j, P + s + end)
+            for i in range(j, end):  # the output at state token i predicts answer[s + i + 1]
                 if y[: i + 1] == target[: i + 1]:
                     continue  # the input is the fixed point's: same context as the teacher, nothing to learn
-                student.append(idx[0] + i)
-                teacher.append(idx[1] + i if loss == "local" else P + s + i)
+                student.append(idx[0] + i - j)
+                teacher.append(idx[1] + i - j if loss == "local" else P + s + i)
     L = len(tokens)
     mask = torch.zeros(L, L, dtype=torch.bool)
     mask[: P + T, : P + T] = torch.tril(torch.ones(P + T, P + T, dtype=torch.bool))
-    for start, length, s in groups:
-        mask[start: start + length, : P + s] = True
+    for start, length, first in groups:
+        mask[start: start + length, :first] = True
         mask[start: start + length, start: start + length] = torch.tril(torch.ones(length, length, dtype=torch.bool))
     return {"input_ids": torch.tensor(tokens), "position_ids": torch.tensor(positions), "mask": mask,
             "ar_index": torch.arange(P - 1, P + T - 1), "ar_target": torch.tensor(answer),
@@ -132,12 +143,17 @@ def cllm_losses(model, batch: dict, ar_weight: float) -> tuple[torch.Tensor, dic
     if attn != "sdpa":
         dtype = next(model.parameters()).dtype
         mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+    # Logits only at the positions a loss reads (the state tokens' last one and the prompt's don't).
+    need = torch.cat([batch["ar_index"], batch["student_index"], batch["teacher_index"]])
+    keep, where = torch.unique(need, return_inverse=True)
+    ar_at, student_at, teacher_at = where.split([batch["ar_index"].numel(), batch["student_index"].numel(),
+                                                 batch["teacher_index"].numel()])
     logits = model(input_ids=batch["input_ids"][None], position_ids=batch["position_ids"][None],
-                   attention_mask=mask).logits[0].float()  # (L, V)
-    ar = F.cross_entropy(logits[batch["ar_index"]], batch["ar_target"])
-    if batch["student_index"].numel():
-        teacher = logits[batch["teacher_index"]].detach().log_softmax(-1)
-        student = logits[batch["student_index"]].log_softmax(-1)
+                   attention_mask=mask, logits_to_keep=keep).logits[0].float()  # (len(keep), V)
+    ar = F.cross_entropy(logits[ar_at], batch["ar_target"])
+    if student_at.numel():
+        teacher = logits[teacher_at].detach().log_softmax(-1)
+        student = logits[student_at].log_softmax(-1)
         consistency = -(teacher.exp() * student).sum(-1).mean()
     else:
         consistency = logits.new_zeros(())
@@ -146,14 +162,15 @@ def cllm_losses(model, batch: dict, ar_weight: float) -> tuple[torch.Tensor, dic
 
 
 class PackedSamples(torch.utils.data.Dataset):
-    def __init__(self, samples, loss, seed, states_per_block=1):
-        self.samples, self.loss, self.rng, self.spb = samples, loss, random.Random(seed), states_per_block
+    def __init__(self, samples, loss, seed, states_per_block=1, horizon=0):
+        self.samples, self.loss, self.rng = samples, loss, random.Random(seed)
+        self.spb, self.horizon = states_per_block, horizon
 
     def __len__(self):
         return len(self.samples)
 
     def __getitem__(self, i):
-        return pack(self.samples[i], self.loss, self.rng, self.spb)
+        return pack(self.samples[i], self.loss, self.rng, self.spb, self.horizon)
 
 
 def _trainer_class():
@@ -186,6 +203,8 @@ def train(cfg: TrainConfig, echo=print) -> Path:
 
     if cfg.states_per_block < 1:
         raise HarnessError("--states-per-block must be at least 1")
+    if cfg.horizon < 0:
+        raise HarnessError("--horizon must be 0 (whole states) or a positive number of tokens")
     if cfg.loss not in ("global", "local"):
         raise HarnessError(f"--loss must be global or local, not {cfg.loss!r}")
     header, records, _ = read_trajectories(Path(cfg.data))
@@ -220,7 +239,8 @@ def train(cfg: TrainConfig, echo=print) -> Path:
         report_to=[], remove_unused_columns=False, seed=cfg.seed, use_cpu=not cuda,
         bf16=bf16 and not frozen_bf16 and lm.dtype == torch.float32, dataloader_num_workers=0,
         disable_tqdm=False)
-    trainer = _trainer_class()(model=model, args=args, train_dataset=PackedSamples(samples, cfg.loss, cfg.seed, cfg.states_per_block),
+    dataset = PackedSamples(samples, cfg.loss, cfg.seed, cfg.states_per_block, cfg.horizon)
+    trainer = _trainer_class()(model=model, args=args, train_dataset=dataset,
                                data_collator=lambda batch: batch[0])
     trainer.ar_weight = cfg.ar_weight
     resume = cfg.resume and any((out / "trainer").glob("checkpoint-*"))
