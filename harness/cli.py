@@ -277,7 +277,7 @@ def collect(**kwargs):
 @click.option("--model", help="Model to train (default: the one the trajectories came from).")
 @click.option("--loss", type=click.Choice(["global", "local"]), default="global", show_default=True, help="Consistency loss.")
 @click.option("--ar-weight", type=float, default=10.0, show_default=True, help="w in consistency + w * AR.")
-@click.option("--states-per-block", type=int, default=1, show_default=True, help="Jacobi states per block in each training sequence (more signal per forward).")
+@click.option("--states-per-block", type=int, default=1, show_default=True, help="Jacobi states per block in each training sequence, drawn anew each epoch (0: every state).")
 @click.option("--horizon", type=int, default=0, show_default=True, help="Teach only the first H tokens past each state's verified prefix, packing just those (0: whole states).")
 @click.option("--lora/--no-lora", default=True, show_default=True, help="LoRA adapter (small checkpoint) or full fine-tuning.")
 @click.option("--lora-rank", type=int, default=32, show_default=True)

@@ -149,6 +149,7 @@ def test_several_states_per_block_are_packed_as_separate_groups():
     assert list(zip(b["student_index"].tolist(), b["teacher_index"].tolist())) == want
     every = pack(sample, "global", random.Random(0), states_per_block=5)  # more than there are: all three
     assert every["input_ids"].tolist()[6:] == [7, 8, 1, 8, 1, 2]
+    assert pack(sample, "global", random.Random(0), states_per_block=0)["input_ids"].tolist()[6:] == [7, 8, 1, 8, 1, 2]
 
 
 def test_horizon_packs_only_the_tokens_past_the_verified_prefix():

@@ -39,7 +39,7 @@ class TrainConfig:
     model: str | None = None  # default: the model the trajectories were collected from
     loss: str = "global"  # global | local
     ar_weight: float = 10.0
-    states_per_block: int = 1  # Jacobi states of each block packed into one training sequence (drawn anew each epoch)
+    states_per_block: int = 1  # Jacobi states of each block packed into one training sequence (drawn anew each epoch; 0: all)
     horizon: int = 0  # > 0: pack and teach only the first H tokens past each state's verified prefix
     lora: bool = True
     lora_rank: int = 32
@@ -105,7 +105,9 @@ def pack(sample: dict, loss: str, rng: random.Random, states_per_block: int = 1,
         m = len(target)
         if m < 2:
             continue
-        for k in sorted(rng.sample(range(len(states)), min(states_per_block, len(states)))):
+        chosen = range(len(states)) if states_per_block == 0 else \
+            sorted(rng.sample(range(len(states)), min(states_per_block, len(states))))
+        for k in chosen:
             y = states[k]
             j = next((i for i in range(m - 1) if y[i] != target[i]), m - 1) if horizon else 0
             end = min(j + horizon, m - 1) if horizon else m - 1
@@ -201,8 +203,8 @@ def train(cfg: TrainConfig, echo=print) -> Path:
 
     from harness.models import load_model, resolve_device
 
-    if cfg.states_per_block < 1:
-        raise HarnessError("--states-per-block must be at least 1")
+    if cfg.states_per_block < 0:
+        raise HarnessError("--states-per-block must be 0 (every state) or a positive number")
     if cfg.horizon < 0:
         raise HarnessError("--horizon must be 0 (whole states) or a positive number of tokens")
     if cfg.loss not in ("global", "local"):
