@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_ARGS ?= --method jacobi --task humaneval --limit 5
 DATA_DIR ?= ../shared/data
-CLLM_SAMPLES ?= 200
+CLLM_SAMPLES ?= 128
 CLLM_OUT ?= methods/checkpoints/smollm2-135m-cllm-gsm8k
 
 .PHONY: setup demo test bench clean cllm-checkpoint cllm-ablation results
@@ -35,7 +35,7 @@ cllm-checkpoint: $(STAMP)
 	$(BIN)/harness cllm collect --model smollm2-135m --task gsm8k --split train --limit $(CLLM_SAMPLES) \
 		--block-size 16 --max-new-tokens 256 --data-dir $(DATA_DIR) --out results/cllm/trajectories.jsonl
 	$(BIN)/harness cllm train --data results/cllm/trajectories.jsonl --out $(CLLM_OUT) --loss global \
-		--ar-weight 10 --lora --lr 1e-3 --states-per-block 4 --epochs 1
+		--ar-weight 10 --lora --lr 1e-3 --states-per-block 0 --horizon 4 --epochs 2
 
 # The loss / adapter comparison of the README (global vs local consistency loss, LoRA vs full fine-tuning):
 # 64 GSM8K train questions, three trainings of one epoch, then every checkpoint side by side with AR and
