@@ -109,24 +109,24 @@ def pack(sample: dict, loss: str, rng: random.Random, states_per_block: int = 1,
             sorted(rng.sample(range(len(states)), min(states_per_block, len(states))))
         for k in chosen:
             y = states[k]
-            j = next((i for i in range(m - 1) if y[i] != target[i]), m - 1) if horizon else 0
-            end = min(j + horizon, m - 1) if horizon else m - 1
-            if j >= end:
+            wrong = next((i for i in range(m - 1) if y[i] != target[i]), m - 1)  # first wrong input token
+            start, end = (wrong, min(wrong + horizon, m - 1)) if horizon else (0, m - 1)
+            if start >= end:
                 continue  # inputs all right: same context as the teacher, nothing to learn
             copies = [y]
-            if loss == "local":  # the next state (its tokens before j are right too: Jacobi fixes >= 1 per step)
+            if loss == "local":  # the next state (its tokens before `wrong` are right too: Jacobi fixes >= 1 per step)
                 copies.append(states[k + 1] if k + 1 < b.get("n_jacobi", len(states)) else target)
             idx = []
             for c in copies:
-                groups.append((len(tokens), end - j, P + s + j))
+                groups.append((len(tokens), end - start, P + s + start))
                 idx.append(len(tokens))
-                tokens += c[j:end]
-                positions += range(P + s + j, P + s + end)
-            for i in range(j, end):  # the output at state token i predicts answer[s + i + 1]
-                if y[: i + 1] == target[: i + 1]:
-                    continue  # the input is the fixed point's: same context as the teacher, nothing to learn
-                student.append(idx[0] + i - j)
-                teacher.append(idx[1] + i - j if loss == "local" else P + s + i)
+                tokens += c[start:end]
+                positions += range(P + s + start, P + s + end)
+            # The output at state token i predicts answer[s + i + 1]; up to the first wrong input it has the
+            # teacher's own context, so only positions from there on are taught.
+            for i in range(wrong, end):
+                student.append(idx[0] + i - start)
+                teacher.append(idx[1] + i - start if loss == "local" else P + s + i)
     L = len(tokens)
     mask = torch.zeros(L, L, dtype=torch.bool)
     mask[: P + T, : P + T] = torch.tril(torch.ones(P + T, P + T, dtype=torch.bool))
