@@ -298,3 +298,7 @@ def train(**kwargs):
     from harness.cllm.train import TrainConfig, train as train_
 
     train_(TrainConfig(**kwargs), echo=click.echo)
+
+
+if __name__ == "__main__":
+    main()

@@ -237,6 +237,18 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto", seed: int =
     return LoadedModel(model, tok, spec, "alias" if spec in ALIASES else source, path, dev, dt, _context_length(model))
 
 
+def model_loader(loaded: list[dict] | None = None):
+    """A methods.base.ModelLoader: `load(spec, like)` loads a second model (CLLM checkpoint, draft model) onto
+    `like`'s device and dtype; each load's `describe()` is appended to `loaded` (for the run's provenance)."""
+    def load(spec: str, like: torch.nn.Module) -> torch.nn.Module:
+        p = next(like.parameters())
+        lm = load_model(spec, device=str(p.device), dtype=str(p.dtype).replace("torch.", ""))
+        if loaded is not None:
+            loaded.append(lm.describe())
+        return lm.model
+    return load
+
+
 def load_adapter(spec: str, folder: Path, device: str, dtype: str, seed: int) -> LoadedModel:
     """A LoRA checkpoint (harness cllm train): its base model (named in cllm.json) with the adapter merged."""
     try:

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from harness import HarnessError
 from harness.generate import Stopper, generate
-from harness.models import LoadedModel, load_model
+from harness.models import LoadedModel, load_model, model_loader
 from harness.records import (MANIFEST, SAMPLES, SCORES, SUMMARY, SampleWriter, git_commit, hardware, new_run_id,
                              read_json, read_samples, versions, write_json_atomic)
 from harness.summary import BASELINE, format_table, summarize
@@ -66,11 +66,12 @@ class Prepared:
     stopper: Stopper
 
 
-def build_decoder(name: str, options: dict[str, str], model) -> tuple[Decoder, dict]:
+def build_decoder(name: str, options: dict[str, str], model, loaded: list[dict] | None = None) -> tuple[Decoder, dict]:
+    """The decoder with validated options; second models it loads are described in `loaded`."""
     cls = get_method(name)
     try:
         opts = cls.parse_options(options)
-        return cls(model, opts), dataclasses.asdict(opts)
+        return cls(model, opts, loader=model_loader(loaded)), dataclasses.asdict(opts)
     except (OptionError, ValueError) as e:  # bad options, or ones the decoder rejects when it sets up
         raise HarnessError(f"method {name}: {e}") from None
 
@@ -164,6 +165,7 @@ class Session:
         self.chat = lm.chat and cfg.chat_template
         self.eos = eos_ids(lm)
         self._decoders: dict[float | None, dict] = {}
+        self.loaded: list[dict] = []  # second models the decoders loaded (CLLM checkpoint, draft model)
         self.names = list(self.decoders(None))  # bad options fail now, before any work
         self.done: dict[tuple, dict] = {}
         self.writer = None
@@ -182,7 +184,7 @@ class Session:
                     raise HarnessError(f"the task samples at temperature {temperature}, but method {cfg.method} "
                                        "decodes greedily only")
                 opts["temperature"] = str(temperature)
-            out = {cfg.method: build_decoder(cfg.method, opts, self.lm.model)}
+            out = {cfg.method: build_decoder(cfg.method, opts, self.lm.model, self.loaded)}
             if cfg.method != BASELINE:
                 # a sampling method is paired with AR sampling at the same temperature
                 base = {"temperature": opts["temperature"]} if "temperature" in opts else {}
@@ -228,12 +230,14 @@ class Session:
             self.writer = None
 
 
-def manifest(cfg: RunConfig, run_id: str, lm: LoadedModel, task, method_options: dict) -> dict:
+def manifest(cfg: RunConfig, run_id: str, lm: LoadedModel, task, method_options: dict,
+             second_models: list[dict] = ()) -> dict:
     spec = available_methods()[cfg.method]
     return {"run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "config": dataclasses.asdict(cfg), "versions": versions(), "git": git_commit(),
             "hardware": hardware(lm.device), "model": lm.describe(), "task": task.describe(),
-            "method": {"name": cfg.method, "origin": spec.origin, "target": spec.target, "options": method_options},
+            "method": {"name": cfg.method, "origin": spec.origin, "target": spec.target, "options": method_options,
+                       "models": list(second_models)},
             "baseline": BASELINE, "limit": cfg.limit, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens}
 
 
@@ -269,7 +273,7 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print, lm: LoadedModel |
         info = read_json(run_dir / MANIFEST)
     else:
         run_dir.mkdir(parents=True, exist_ok=False)
-        info = manifest(cfg, run_id, lm, task, session.decoders(None)[cfg.method][1])
+        info = manifest(cfg, run_id, lm, task, session.decoders(None)[cfg.method][1], session.loaded)
         write_json_atomic(run_dir / MANIFEST, info)
     session.open(run_dir)
     if session.done:

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
+
+# Loads a second model (a CLLM checkpoint, a draft model) from a spec (alias, hub id, directory, .gguf)
+# onto the device and dtype of the model given as `like`. The harness passes one in; decoders never
+# import the harness.
+ModelLoader = Callable[[str, torch.nn.Module], torch.nn.Module]
 
 
 @dataclass(frozen=True)
@@ -57,9 +62,17 @@ class Decoder:
     lossless: ClassVar[bool] = True  # greedy output must equal AR's token for token
     Options: ClassVar[type] = NoOptions
 
-    def __init__(self, model: torch.nn.Module, options: Any = None):
+    def __init__(self, model: torch.nn.Module, options: Any = None, loader: ModelLoader | None = None):
         self.model = model
         self.options = options if options is not None else self.Options()
+        self.loader = loader
+
+    def load_second_model(self, spec: str) -> torch.nn.Module:
+        """A second model from `spec`, on this model's device and dtype, through the loader passed in."""
+        if self.loader is None:
+            raise ValueError(f"{type(self).__name__} needs a model loader for {spec!r}; build it with "
+                             "loader=... (the harness passes its own)")
+        return self.loader(spec, self.model)
 
     @classmethod
     def parse_options(cls, pairs: dict[str, str]) -> Any:

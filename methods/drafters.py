@@ -22,9 +22,10 @@ class Drafter:
     """propose(committed, k, temperature) -> (tokens, q, forwards): up to k draft tokens, the drafter's
     probabilities for them ((d, V), or None when the draft is deterministic) and draft forwards spent."""
 
-    def __init__(self, target: torch.nn.Module, arg: str | None = None):
+    def __init__(self, target: torch.nn.Module, arg: str | None = None, loader=None):
         self.target = target
         self.arg = arg
+        self.loader = loader  # methods.base.ModelLoader, for drafters that load a model
 
     def reset(self) -> None:
         """Called at the start of every request."""
@@ -38,21 +39,22 @@ DRAFTERS = Registry("drafter", {"ngram": "methods.drafters:NgramDrafter",
                     "harness.drafters", Drafter)
 
 
-def make_drafter(spec: str, target: torch.nn.Module, default_args: dict[str, str] | None = None) -> Drafter:
+def make_drafter(spec: str, target: torch.nn.Module, default_args: dict[str, str] | None = None,
+                 loader=None) -> Drafter:
     """`name[:arg]` of a registered drafter (a missing arg falls back to default_args[name]);
-    anything else is a model spec for ModelDrafter."""
+    anything else is a model spec for ModelDrafter, loaded through `loader` (methods.base.ModelLoader)."""
     name, _, arg = spec.partition(":")
     if name in DRAFTERS.available():
-        return DRAFTERS.get(name)(target, arg or (default_args or {}).get(name))
-    return ModelDrafter(target, spec)
+        return DRAFTERS.get(name)(target, arg or (default_args or {}).get(name), loader)
+    return ModelDrafter(target, spec, loader)
 
 
 class NgramDrafter(Drafter):
     """Prompt lookup (Saxena 2023): find the last n tokens (n = ngram .. 1) earlier in the text and
     propose what followed their first occurrence. No model, no forwards."""
 
-    def __init__(self, target, arg=None):
-        super().__init__(target, arg)
+    def __init__(self, target, arg=None, loader=None):
+        super().__init__(target, arg, loader)
         self.ngram = int(arg) if arg else 2
 
     def propose(self, committed, k, temperature):
@@ -71,8 +73,8 @@ class NgramDrafter(Drafter):
 class ModelDrafter(Drafter):
     """A small causal LM drafts k tokens autoregressively with its own KV cache."""
 
-    def __init__(self, target, arg):
-        super().__init__(target, arg)
+    def __init__(self, target, arg, loader=None):
+        super().__init__(target, arg, loader)
         self.model = self._load(arg)
         vd, vt = self.model.config.get_text_config().vocab_size, target.config.get_text_config().vocab_size
         if vd != vt:
@@ -81,10 +83,9 @@ class ModelDrafter(Drafter):
         self.cache, self.cached = None, []  # the drafter's KV cache and the tokens it holds
 
     def _load(self, spec):
-        from harness.models import load_model
-
-        p = next(self.target.parameters())
-        return load_model(spec, device=str(p.device), dtype=str(p.dtype).replace("torch.", "")).model
+        if self.loader is None:
+            raise ValueError(f"a draft model ({spec!r}) needs a model loader; the harness passes its own")
+        return self.loader(spec, self.target)
 
     def reset(self):
         self.cache, self.cached = new_cache(self.model), []

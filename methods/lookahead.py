@@ -60,8 +60,8 @@ class Lookahead(Decoder):
     description = "lookahead decoding: Jacobi trajectory n-grams verified in the same forward (lossless)"
     Options = LookaheadOptions
 
-    def __init__(self, model, options=None):
-        super().__init__(model, options)
+    def __init__(self, model, options=None, loader=None):
+        super().__init__(model, options, loader)
         self._pool = NgramPool(self.options.guess_set)  # used across requests only if options.pool
 
     @functools.lru_cache(maxsize=256)

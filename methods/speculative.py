@@ -35,10 +35,11 @@ class Speculative(Decoder):
     description = "speculative decoding with a drafter (ngram, layerskip:L or a model); lossless"
     Options = SpeculativeOptions
 
-    def __init__(self, model, options=None):
-        super().__init__(model, options)
+    def __init__(self, model, options=None, loader=None):
+        super().__init__(model, options, loader)
         try:
-            self.drafter = make_drafter(self.options.draft, model, default_args={"ngram": str(self.options.ngram)})
+            self.drafter = make_drafter(self.options.draft, model, default_args={"ngram": str(self.options.ngram)},
+                                        loader=loader)
         except ValueError as e:
             raise ValueError(f"draft={self.options.draft}: {e}") from None
 

@@ -15,7 +15,7 @@ from harness.cli import main
 from harness.cllm.train import TrainConfig, cllm_losses, group_samples, pack, save, train
 from harness.cllm.trajectories import CollectConfig, collect, jacobi_blocks, read_trajectories
 from harness.generate import Stopper, generate
-from harness.models import load_model
+from harness.models import load_model, model_loader
 from harness.runner import build_decoder, encode, eos_ids
 from methods.cllm import CLLM, CLLMOptions
 
@@ -247,7 +247,7 @@ def test_full_fine_tuning_writes_a_plain_model_directory(trajectories, tmp_path)
 def test_cllm_decoder_is_jacobi_on_the_checkpoint_and_reports_its_counts(tiny, trajectories, tmp_path):
     out = train(TrainConfig(data=str(trajectories), out=str(tmp_path / "ck"), max_steps=5, lr=3e-3, save_steps=1000),
                 echo=lambda *a: None)
-    decoder = CLLM(tiny.model, CLLMOptions(checkpoint=str(out), block_size=6))
+    decoder = CLLM(tiny.model, CLLMOptions(checkpoint=str(out), block_size=6), loader=model_loader())
     ckpt = load_model(str(out))
     ar, _ = build_decoder("ar", {}, ckpt.model)
     for text in ("Question: what is 2+2?", "def add(a, b):"):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from harness.generate import Stopper, generate
-from harness.models import tiny_random
+from harness.models import model_loader, tiny_random
 from methods import get_method
 from methods.drafters import DRAFTERS, Drafter, ModelDrafter, NgramDrafter, make_drafter, truncated_view
 from methods.kv import CacheRollbackError, new_cache, rollback
@@ -18,7 +18,7 @@ NO_STOP = Stopper(frozenset())
 
 def decoder(name, options, model):
     cls = get_method(name)
-    return cls(model, cls.parse_options(options))
+    return cls(model, cls.parse_options(options), loader=model_loader())
 
 
 def test_ngram_drafter_is_prompt_lookup():
@@ -47,7 +47,7 @@ def test_local_model_directory_as_draft(tmp_path, loopy):
 def test_draft_with_another_vocabulary_is_refused(loopy):
     model, _ = loopy
     with pytest.raises(ValueError, match="must share the target's tokenizer"):
-        make_drafter("tiny-random", tiny_random(vocab_size=300)[0])
+        make_drafter("tiny-random", tiny_random(vocab_size=300)[0], loader=model_loader())
 
 
 def test_layerskip_view_runs_the_first_layers_and_shares_weights():
