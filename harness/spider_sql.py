@@ -157,19 +157,27 @@ def has_order_by(sql: str) -> bool:
 # the query on stdin. It writes one JSON line per row (a blob as {"b": base64}), then {"ok": n} or {"error": msg}.
 # It stops itself at its time, row and byte limits; the parent kills it a little later regardless.
 QUERY_CHILD = r"""
-import base64, json, sqlite3, sys, time
-from urllib.parse import quote
+import binascii, sqlite3, sys, time
+from _json import encode_basestring_ascii as text  # the C half of json: the json package would import re
 db, timeout_s, max_rows, max_bytes = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 ALLOWED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+INF = float("inf")
 deadline, out = time.monotonic() + timeout_s, sys.stdout
 def fail(msg):
-    out.write(json.dumps({"error": msg}) + "\n")
+    out.write('{"error": ' + text(msg) + "}\n")
     out.flush()
     sys.exit(0)
-def value(v):
-    return {"b": base64.b64encode(v).decode()} if isinstance(v, bytes) else v
+def value(v):  # JSON; sqlite gives None, int, float (never NaN), str or bytes
+    if isinstance(v, str):
+        return text(v)
+    if isinstance(v, bytes):
+        return '{"b": "' + binascii.b2a_base64(v, newline=False).decode() + '"}'
+    if isinstance(v, float) and v in (INF, -INF):
+        return "Infinity" if v > 0 else "-Infinity"
+    return "null" if v is None else repr(v)
 try:
-    conn = sqlite3.connect(f"file:{quote(db, safe='/')}?mode=ro", uri=True, timeout=timeout_s)
+    uri = "".join(c if c.isalnum() or c in "/._-" else "".join(f"%{b:02X}" for b in c.encode()) for c in db)
+    conn = sqlite3.connect(f"file:{uri}?mode=ro", uri=True, timeout=timeout_s)
     conn.text_factory = lambda b: b.decode("utf-8", errors="replace")
     conn.execute("PRAGMA query_only=ON")
     if hasattr(conn, "setlimit"):  # Python >= 3.11
@@ -183,7 +191,7 @@ try:
     n = size = 0
     for row in cur:
         n += 1
-        line = json.dumps([value(v) for v in row]) + "\n"
+        line = "[" + ", ".join(map(value, row)) + "]\n"
         size += len(line)
         if n > max_rows:
             fail(f"query returns more than {max_rows} rows")
@@ -198,7 +206,7 @@ except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError, MemoryError) 
     msg = str(e) or "out of memory"
     msg += " (only read-only SELECT queries are allowed)" if "not authorized" in msg else ""
     fail(f"{type(e).__name__}: {msg}")
-out.write(json.dumps({"ok": n}) + "\n")
+out.write('{"ok": ' + str(n) + "}\n")
 """
 def execute(db_path, sql: str, timeout_s: float = 5.0, max_rows: int = 100_000, max_bytes: int = MAX_RESULT_BYTES,
             require_isolation: bool = False) -> list[tuple]:

@@ -219,10 +219,14 @@ HUGE = {
     "group_concat growth": RECURSE.format(limit="") + "SELECT group_concat(randomblob(1000)) FROM c",
     "aggregate over huge blobs": RECURSE.format(limit="") + "SELECT count(randomblob(16000000)) FROM c",
 }
+# Peak RSS from VmHWM: getrusage's ru_maxrss keeps the peak of the process that forked this one.
 MEASURE = """
-import json, resource, sys, time
+import json, sys, time
 from harness.spider_sql import QueryError, execute
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak_kib():
+    with open("/proc/self/status") as f:
+        return int(next(line.split()[1] for line in f if line.startswith("VmHWM:")))
+before = peak_kib()
 start = time.perf_counter()
 try:
     execute(sys.argv[1], sys.argv[2], timeout_s=1.0)
@@ -230,8 +234,7 @@ try:
 except QueryError as e:
     error = str(e)
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"error": error, "peak_kib": peak, "before_kib": before, "query_s": seconds}))
+print(json.dumps({"error": error, "peak_kib": peak_kib(), "before_kib": before, "query_s": seconds}))
 """
 
 
