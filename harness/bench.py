@@ -17,6 +17,7 @@ from pathlib import Path
 from harness import HarnessError
 from harness.records import MANIFEST, SUMMARY, read_json
 from harness.runner import RunConfig
+from harness.sandbox import require_isolation
 
 MethodSpec = tuple[str, tuple[tuple[str, str], ...]]  # (name, ((key, value), ...))
 JUDGED = "mt_bench"  # the one task --judge-url / --judge-model apply to
@@ -95,6 +96,7 @@ class BenchConfig:
     num_fewshot: int | None = None
     judge_url: str | None = None
     judge_model: str | None = None
+    require_sandbox: bool = False
 
     def run_configs(self) -> list[RunConfig]:
         """Task by task, every method on the same prompts (same limit and seed). The judge goes to MT-bench only."""
@@ -118,12 +120,15 @@ class BenchConfig:
         args += [a for task, n in self.limits for a in ("--limit", f"{task}={n}")]
         if not self.chat_template:
             args.append("--no-chat-template")
+        if self.require_sandbox:
+            args.append("--require-sandbox")
         return shlex.join(args)
 
 
 def _settings(config: dict) -> str:
     """A run's settings, comparable across runs (the output folder may have moved)."""
-    return json.dumps({k: v for k, v in config.items() if k != "output_dir"}, sort_keys=True, default=str)
+    return json.dumps({k: v for k, v in config.items() if k not in ("output_dir", "require_sandbox")},
+                      sort_keys=True, default=str)
 
 
 def previous_run(cfg: RunConfig, hardware_label: str) -> tuple[Path | None, bool]:
@@ -153,6 +158,8 @@ def check(cfg: BenchConfig) -> None:
 
     if not cfg.tasks:
         raise HarnessError("no tasks: pass --tasks, e.g. --tasks gsm8k,humaneval")
+    if cfg.require_sandbox:
+        require_isolation()
     for name, opts in cfg.methods:
         try:
             get_method(name).parse_options(dict(opts))

@@ -77,6 +77,7 @@ RUN_OPTIONS = ("method", "task", "prompts", "model", "device", "dtype", "limit",
 @click.option("--judge-url", help="MT-bench: OpenAI-compatible endpoint (e.g. http://host:8000/v1) for 1-10 grading.")
 @click.option("--judge-model", help="MT-bench: the judge model's name at --judge-url (API key from OPENAI_API_KEY).")
 @click.option("--resume", metavar="RUN_ID", help="Continue an interrupted run in --output-dir, skipping finished requests.")
+@click.option("--require-sandbox", is_flag=True, help="Refuse to run model-written code without OS isolation (bubblewrap).")
 @click.pass_context
 def run(ctx, resume, **kwargs):
     """Run a method and the AR baseline, paired per request, and record the results."""
@@ -93,7 +94,8 @@ def run(ctx, resume, **kwargs):
                 flag = "-O" if key == "options" else "--" + key.replace("_", "-")
                 raise HarnessError(f"run {resume} was made with {flag} {recorded.get(key)!r}, not {given!r}; "
                                    "leave the option out when resuming")
-        kwargs = {**{k: v for k, v in recorded.items() if k in RUN_OPTIONS}, "output_dir": kwargs["output_dir"]}
+        kwargs = {**{k: v for k, v in recorded.items() if k in RUN_OPTIONS}, "output_dir": kwargs["output_dir"],
+                  "require_sandbox": kwargs["require_sandbox"]}
     elif not kwargs["method"]:
         raise HarnessError("no method: pass --method (see `harness methods`)")
     run_(RunConfig(**kwargs), resume=resume, echo=click.echo)
@@ -211,6 +213,7 @@ def report(run_dirs, out, n_boot, seed, plots):
 @click.option("--judge-model", help="MT-bench: the judge model's name.")
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=2000, show_default=True)
 @click.option("--plots/--no-plots", default=True, show_default=True)
+@click.option("--require-sandbox", is_flag=True, help="Refuse to run model-written code without OS isolation (bubblewrap).")
 def bench(tasks, methods, limits, n_boot, plots, **kwargs):
     """Run every method x task on one loaded model (resumable), then the report."""
     from harness.bench import BenchConfig, bench as bench_, parse_limits, parse_list, parse_methods

@@ -22,6 +22,7 @@ from harness.generate import Stopper, generate
 from harness.models import LoadedModel, load_model, model_loader
 from harness.records import (MANIFEST, SAMPLES, SCORES, SUMMARY, SampleWriter, git_commit, hardware, new_run_id,
                              read_json, read_samples, versions, write_json_atomic)
+from harness.sandbox import isolation_report, require_isolation
 from harness.summary import BASELINE, format_table, summarize
 from harness.tasks import Request, get_task
 from methods import available_methods, get_method
@@ -50,6 +51,7 @@ class RunConfig:
     num_fewshot: int | None = None  # None: the task's default
     judge_url: str | None = None  # MT-bench: an OpenAI-compatible endpoint for single-answer grading
     judge_model: str | None = None
+    require_sandbox: bool = False  # refuse to run model-written code (HumanEval, Spider) without OS isolation
 
     def __post_init__(self):
         if self.limit is not None and self.limit < 1:
@@ -238,7 +240,8 @@ def manifest(cfg: RunConfig, run_id: str, lm: LoadedModel, task, method_options:
             "hardware": hardware(lm.device), "model": lm.describe(), "task": task.describe(),
             "method": {"name": cfg.method, "origin": spec.origin, "target": spec.target, "options": method_options,
                        "models": list(second_models)},
-            "baseline": BASELINE, "limit": cfg.limit, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens}
+            "baseline": BASELINE, "limit": cfg.limit, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens,
+            "sandbox": isolation_report()}
 
 
 def write_summary(run_dir: Path, info: dict, task=None) -> dict:
@@ -257,6 +260,8 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print, lm: LoadedModel |
     """One run folder; `lm`, when given, is cfg.model already loaded (a sweep loads it once)."""
     # 1. Cheap checks first: method, task and its data, before the model loads.
     get_method(cfg.method)
+    if cfg.require_sandbox:
+        require_isolation()
     task = get_task(cfg.task, cfg.prompts)
     task.load(cfg)
     out_dir = Path(cfg.output_dir)

@@ -6,16 +6,15 @@
 """
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
-import sqlite3
-import time
 from collections import Counter
 from pathlib import Path
-from urllib.parse import quote
 
 from harness import HarnessError
+from harness.sandbox import run_child
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +36,8 @@ USING VACUUM VALUES VIEW VIRTUAL WHEN WHERE WINDOW WITH WITHOUT""".split())
 # quoted strings/identifiers ('..', "..", `..`, [..]; unterminated ones run to the end) and comments
 _LEXEME = re.compile(r"""'(?:[^']|'')*'?|"(?:[^"]|"")*"?|`[^`]*`?|\[[^\]]*\]?|(--[^\n]*|/\*.*?(?:\*/|\Z))""", re.S)
 _FENCE = re.compile(r"```(?:[ \t]*([A-Za-z][\w+-]*)[ \t]*\n)?(.*?)(?:```|\Z)", re.S)
-# authorizer allow-list: plain reads only (no writes, ATTACH, PRAGMA, transactions, temp objects)
-_ALLOWED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+MAX_RESULT_BYTES = 16 * 2**20  # a result larger than this (as JSON lines) is an error
+MEMORY_MB = 1024  # address space of the process that runs a query
 
 
 def _quote_ident(name: str) -> str:
@@ -154,51 +153,95 @@ def has_order_by(sql: str) -> bool:
     return re.search(r"\border\s+by\b", "".join(top), re.I) is not None
 
 
-def _authorize(action, *_):
-    return sqlite3.SQLITE_OK if action in _ALLOWED else sqlite3.SQLITE_DENY
-
-
-def execute(db_path, sql: str, timeout_s: float = 5.0, max_rows: int = 100_000) -> list[tuple]:
-    """Rows of one query; QueryError on any sqlite error, write attempt, timeout or more than max_rows rows.
-    Opened mode=ro + PRAGMA query_only + a reads-only authorizer; invalid UTF-8 text decodes with U+FFFD."""
+# Runs in the sandbox (harness.sandbox.run_child) as `python -c QUERY_CHILD DB TIMEOUT_S MAX_ROWS MAX_BYTES`,
+# the query on stdin. It writes one JSON line per row (a blob as {"b": base64}), then {"ok": n} or {"error": msg}.
+# It stops itself at its time, row and byte limits; the parent kills it a little later regardless.
+QUERY_CHILD = r"""
+import binascii, sqlite3, sys, time
+from _json import encode_basestring_ascii as text  # the C half of json: the json package would import re
+db, timeout_s, max_rows, max_bytes = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+ALLOWED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+INF = float("inf")
+deadline, out = time.monotonic() + timeout_s, sys.stdout
+def fail(msg):
+    out.write('{"error": ' + text(msg) + "}\n")
+    out.flush()
+    sys.exit(0)
+def value(v):  # JSON; sqlite gives None, int, float (never NaN), str or bytes
+    if isinstance(v, str):
+        return text(v)
+    if isinstance(v, bytes):
+        return '{"b": "' + binascii.b2a_base64(v, newline=False).decode() + '"}'
+    if isinstance(v, float) and v in (INF, -INF):
+        return "Infinity" if v > 0 else "-Infinity"
+    return "null" if v is None else repr(v)
+try:
+    uri = "".join(c if c.isalnum() or c in "/._-" else "".join(f"%{b:02X}" for b in c.encode()) for c in db)
+    conn = sqlite3.connect(f"file:{uri}?mode=ro", uri=True, timeout=timeout_s)
+    conn.text_factory = lambda b: b.decode("utf-8", errors="replace")
+    conn.execute("PRAGMA query_only=ON")
+    if hasattr(conn, "setlimit"):  # Python >= 3.11
+        conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max_bytes)  # no single value larger than the whole result
+    conn.set_authorizer(lambda action, *_: sqlite3.SQLITE_OK if action in ALLOWED else sqlite3.SQLITE_DENY)
+    conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 100)  # non-zero aborts the statement
+    cur = conn.execute(sys.stdin.buffer.read().decode())
+    if cur.description is None:
+        fail("statement returns no result set (only SELECT queries are allowed)")
+    n = size = 0
+    for row in cur:
+        n += 1
+        line = "[" + ", ".join(map(value, row)) + "]\n"
+        size += len(line)
+        if n > max_rows:
+            fail(f"query returns more than {max_rows} rows")
+        if size > max_bytes:
+            fail(f"query result is larger than {max_bytes} bytes")
+        if time.monotonic() > deadline:
+            fail(f"query timed out after {timeout_s:g} s")
+        out.write(line)
+except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError, MemoryError) as e:
+    if time.monotonic() > deadline:
+        fail(f"query timed out after {timeout_s:g} s")
+    msg = str(e) or "out of memory"
+    msg += " (only read-only SELECT queries are allowed)" if "not authorized" in msg else ""
+    fail(f"{type(e).__name__}: {msg}")
+out.write('{"ok": ' + str(n) + "}\n")
+"""
+def execute(db_path, sql: str, timeout_s: float = 5.0, max_rows: int = 100_000, max_bytes: int = MAX_RESULT_BYTES,
+            require_isolation: bool = False) -> list[tuple]:
+    """Rows of one query; QueryError on any sqlite error, write attempt, timeout, more than max_rows rows or
+    max_bytes bytes (as JSON). Runs in harness.sandbox (read-only bind of the file, memory limit, killed soon
+    after timeout_s) opened mode=ro + PRAGMA query_only + a reads-only authorizer; bad UTF-8 decodes as U+FFFD."""
     path = Path(db_path).absolute()
     if not path.is_file():
         raise QueryError(f"database not found: {path}")
     if not sql.strip():
         raise QueryError("empty query")
-    deadline, timed_out = time.monotonic() + timeout_s, False
-
-    def progress() -> int:
-        nonlocal timed_out
-        timed_out = time.monotonic() > deadline
-        return int(timed_out)  # non-zero aborts the running statement
-
     try:
-        conn = sqlite3.connect(f"file:{quote(str(path), safe='/')}?mode=ro", uri=True, timeout=timeout_s)
-    except sqlite3.Error as e:
-        raise QueryError(f"cannot open {path}: {e}") from None
+        sql.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise QueryError(f"query is not valid text: {e}") from None
+    result = run_child(QUERY_CHILD, [str(path), str(timeout_s), str(max_rows), str(max_bytes)], sql.encode(),
+                       timeout_s, MEMORY_MB, read_only=[str(path)], max_stdout=max_bytes + 2**16,
+                       require_isolation=require_isolation)
+    if not result.finished:
+        raise QueryError(f"query timed out after {timeout_s:g} s (killed)")
+    lines = result.stdout.splitlines()
     try:
-        conn.text_factory = lambda b: b.decode("utf-8", errors="replace")
-        conn.execute("PRAGMA query_only=ON")
-        if hasattr(conn, "setlimit"):  # Python >= 3.11
-            conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
-            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 50_000_000)  # caps zeroblob()/randomblob()/repeats
-        conn.set_authorizer(_authorize)
-        conn.set_progress_handler(progress, 1000)
-        cur = conn.execute(sql)
-        if cur.description is None:
-            raise QueryError("statement returns no result set (only SELECT queries are allowed)")
-        rows = cur.fetchmany(max_rows + 1)
-    except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError, MemoryError) as e:
-        if timed_out:
-            raise QueryError(f"query timed out after {timeout_s:g} s") from None
-        msg = str(e) + (" (only read-only SELECT queries are allowed)" if "not authorized" in str(e) else "")
-        raise QueryError(f"{type(e).__name__}: {msg}") from None
-    finally:
-        conn.close()
-    if len(rows) > max_rows:
-        raise QueryError(f"query returns more than {max_rows} rows")
-    return [tuple(r) for r in rows]
+        status = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        status = None
+    if not isinstance(status, dict):
+        why = result.stderr_tail.splitlines()[-1] if result.stderr_tail else f"exit code {result.returncode}"
+        raise QueryError(f"query process failed: {why}")
+    if "error" in status:
+        raise QueryError(status["error"])
+    return [tuple(_decode(v) for v in json.loads(line)) for line in lines[:-1]]
+
+
+def _decode(v):
+    return base64.b64decode(v["b"]) if isinstance(v, dict) else v
 
 
 def _norm_value(v):

@@ -7,7 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -189,6 +192,60 @@ def test_execute_errors_are_query_errors(db, tmp_path):
     with pytest.raises(QueryError, match="more than 3 rows"):
         execute(db, "SELECT * FROM singer", max_rows=3)
     assert len(execute(db, "SELECT * FROM singer", max_rows=4)) == 4
+
+
+RECURSE = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c{limit}) "
+
+
+def test_values_round_trip_from_the_sandboxed_query(db):
+    rows = execute(db, "SELECT x'00ff10', 1.5, 9e999, NULL, 9223372036854775807, 'é ☃', -0.0")
+    assert rows == [(b"\x00\xff\x10", 1.5, float("inf"), None, 2**63 - 1, "é ☃", 0.0)]
+    assert execute(db, "SELECT name, age FROM singer WHERE age = 25 ORDER BY name") == [("Bob", 25), ("Di", 25)]
+
+
+def test_results_are_capped_in_bytes(db):
+    with pytest.raises(QueryError, match="larger than 10000 bytes"):
+        execute(db, RECURSE.format(limit=" LIMIT 50") + "SELECT zeroblob(500) FROM c", max_bytes=10_000)
+    assert len(execute(db, "SELECT zeroblob(500)", max_bytes=10_000)) == 1
+
+
+# Huge results: each must end with an error, in the query process, without the harness holding the blobs.
+HUGE = {
+    "many huge columns": "SELECT " + ", ".join(["zeroblob(15000000)"] * 200),
+    "a huge blob per row": RECURSE.format(limit=" LIMIT 200") + "SELECT randomblob(15000000) FROM c",
+    "a blob past the length limit": "SELECT zeroblob(100000000)",
+    "endless rows of small blobs": RECURSE.format(limit="") + "SELECT randomblob(1000) FROM c",
+    "sort on huge keys": RECURSE.format(limit="") + "SELECT x FROM c ORDER BY randomblob(1000000) LIMIT 1",
+    "group_concat growth": RECURSE.format(limit="") + "SELECT group_concat(randomblob(1000)) FROM c",
+    "aggregate over huge blobs": RECURSE.format(limit="") + "SELECT count(randomblob(16000000)) FROM c",
+}
+# Peak RSS from VmHWM: getrusage's ru_maxrss keeps the peak of the process that forked this one.
+MEASURE = """
+import json, sys, time
+from harness.spider_sql import QueryError, execute
+def peak_kib():
+    with open("/proc/self/status") as f:
+        return int(next(line.split()[1] for line in f if line.startswith("VmHWM:")))
+before = peak_kib()
+start = time.perf_counter()
+try:
+    execute(sys.argv[1], sys.argv[2], timeout_s=1.0)
+    error = None
+except QueryError as e:
+    error = str(e)
+seconds = time.perf_counter() - start
+print(json.dumps({"error": error, "peak_kib": peak_kib(), "before_kib": before, "query_s": seconds}))
+"""
+
+
+@pytest.mark.parametrize("query", HUGE)
+def test_huge_results_fail_in_the_query_process(db, query):
+    # a fresh interpreter, so that its peak RSS is this query's alone
+    out = subprocess.run([sys.executable, "-c", MEASURE, str(db), HUGE[query]], capture_output=True, text=True,
+                         timeout=60, check=True, cwd=Path(__file__).resolve().parents[1])
+    seen = json.loads(out.stdout)
+    assert seen["error"], seen
+    assert seen["peak_kib"] - seen["before_kib"] < 64 * 1024  # the harness never held the blobs (< 64 MiB)
 
 
 def test_bad_utf8_is_replaced(db):

