@@ -5,6 +5,9 @@ take the length to keep); `rollback` hides that. Caches that cannot drop recent 
 """
 from __future__ import annotations
 
+import functools
+import inspect
+
 import torch
 from transformers import DynamicCache
 
@@ -33,9 +36,21 @@ def rollback(cache: DynamicCache, n: int) -> None:
         ) from None
 
 
+@functools.lru_cache(maxsize=None)
+def _cache_kwarg(forward_fn) -> str:
+    """The name a model's forward takes its cache under: `cache` (transformers >= 5.24, where
+    `past_key_values` is deprecated) or `past_key_values` (earlier releases)."""
+    return "cache" if "cache" in inspect.signature(forward_fn).parameters else "past_key_values"
+
+
+def cache_kwargs(model: torch.nn.Module, cache) -> dict:
+    """{cache keyword: cache, "use_cache": True} for `model(...)`, in the form this transformers supports."""
+    return {_cache_kwarg(type(model).forward): cache, "use_cache": True}
+
+
 def forward(model: torch.nn.Module, input_ids: torch.Tensor, cache: DynamicCache, keep: int) -> torch.Tensor:
     """Run the model on input_ids (1, t) after the cached positions; return the last `keep` logits (1, keep, V)."""
-    return model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=keep).logits
+    return model(input_ids=input_ids, **cache_kwargs(model, cache), logits_to_keep=keep).logits
 
 
 def tree_forward(model: torch.nn.Module, input_ids: torch.Tensor, cache: DynamicCache, allowed: torch.Tensor,
@@ -47,7 +62,7 @@ def tree_forward(model: torch.nn.Module, input_ids: torch.Tensor, cache: Dynamic
     logits (1, keep, V).
     """
     mask = tree_attention_mask(model, cache, allowed, positions)
-    return model(input_ids=input_ids, past_key_values=cache, use_cache=True, attention_mask=mask,
+    return model(input_ids=input_ids, **cache_kwargs(model, cache), attention_mask=mask,
                  position_ids=positions.unsqueeze(0), logits_to_keep=keep).logits
 
 

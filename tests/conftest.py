@@ -12,6 +12,15 @@ import pytest
 
 from harness.models import tiny_random
 
+
+def pytest_report_header(config):
+    """The library versions this run tested (CI's log shows what pyproject's ranges were checked against)."""
+    import lm_eval
+    import torch
+    import transformers
+
+    return f"torch {torch.__version__}, transformers {transformers.__version__}, lm-eval {lm_eval.__version__}"
+
 TINY_MODELS = {
     "llama-chaotic": dict(arch="llama", seed=0),
     "llama-loopy": dict(arch="llama", seed=2, initializer_range=0.1, tie_word_embeddings=True),

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness import HarnessError
-from methods.kv import new_cache, rollback
+from methods.kv import cache_kwargs, new_cache, rollback
 
 log = logging.getLogger(__name__)
 FORMAT = "harness-cllm-trajectories"
@@ -112,7 +112,7 @@ def jacobi_blocks(model, prompt: list[int], answer: list[int], n: int, rng: rand
     starts = list(range(0, T, n))
     cache = new_cache(model)
     full = torch.tensor([prompt + answer], device=device)
-    logits = model(input_ids=full, past_key_values=cache, use_cache=True).logits[0]  # (P+T, V)
+    logits = model(input_ids=full, **cache_kwargs(model, cache)).logits[0]  # (P+T, V)
     first = logits[P - 1 + torch.tensor(starts, device=device)].argmax(-1).tolist()  # each block's first token
     states = {j: [prompt[rng.randrange(P)] for _ in range(min(n, T - s))] for j, s in enumerate(starts)}
     history = {j: [list(states[j])] for j in states}
@@ -139,7 +139,7 @@ def jacobi_blocks(model, prompt: list[int], answer: list[int], n: int, rng: rand
             if getattr(model.config, "_attn_implementation", "sdpa") != "sdpa":
                 dtype = next(model.parameters()).dtype
                 mask = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, torch.finfo(dtype).min)
-            preds = model(input_ids=torch.tensor([tokens], device=device), past_key_values=cache, use_cache=True,
+            preds = model(input_ids=torch.tensor([tokens], device=device), **cache_kwargs(model, cache),
                           attention_mask=mask, position_ids=pos_t[None]).logits[0].argmax(-1).tolist()
             rollback(cache, q)
             for j, p in zip(owner, preds):
