@@ -8,6 +8,7 @@ request at a time through the runner's session. AR's outputs are scored by repla
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import logging
 import math
@@ -109,13 +110,16 @@ def make_harness_lm(session):
             # 1. Every first-turn prompt is encoded and checked before any generation.
             firsts = [self._prepare(str(r.doc_id), [{"role": "user", "content": r.args[0]}], r.args[1])
                       for r in requests]
+            # Each (request, turn) has a fixed index in the task, which seeds it and sets who goes first.
+            turns = [len(r.doc["turns"]) if r.args[1].get(MULTI_TURN) else 1 for r in requests]
+            starts = [0, *itertools.accumulate(turns)][:-1]
             bar = tqdm(total=len(requests), desc=" vs ".join(s.names), unit="req", disable=disable_tqdm)
             out = []
-            for r, first in zip(requests, firsts):
+            for r, first, start in zip(requests, firsts, starts):
                 gen_kwargs, doc_id = r.args[1], str(r.doc_id)
                 temperature = _temperature(gen_kwargs)
                 if not gen_kwargs.get(MULTI_TURN):
-                    out.append(s.run_pair(first, 1, temperature, bar)[method]["output"] or "")
+                    out.append(s.run_pair(first, start, 1, temperature, bar)[method]["output"] or "")
                     bar.update()
                     continue
                 # 2. A conversation: each later turn is conditioned on the method's own earlier answers.
@@ -123,7 +127,7 @@ def make_harness_lm(session):
                 for turn, question in enumerate(r.doc["turns"], 1):
                     messages.append({"role": "user", "content": question})
                     p = first if turn == 1 else self._prepare(doc_id, messages, gen_kwargs)
-                    answer = s.run_pair(p, turn, temperature, bar)[method]["output"] or ""
+                    answer = s.run_pair(p, start + turn - 1, turn, temperature, bar)[method]["output"] or ""
                     answers.append(answer)
                     messages.append({"role": "assistant", "content": answer})
                 out.append(json.dumps(answers))

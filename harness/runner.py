@@ -156,7 +156,7 @@ class Session:
     """The method and its AR baseline on one loaded model: runs each request for both, alternating which
     goes first, skipping what an interrupted run already finished, and appending rows as they come.
 
-        rows = session.run_pair(prepared, turn=1)   # {"jacobi": row, "ar": row}
+        rows = session.run_pair(prepared, index=0)   # {"jacobi": row, "ar": row}
     """
 
     def __init__(self, cfg: RunConfig, lm: LoadedModel):
@@ -167,7 +167,6 @@ class Session:
         self.names = list(self.decoders(None))  # bad options fail now, before any work
         self.done: dict[tuple, dict] = {}
         self.writer = None
-        self.index = 0
         self.wall = dict.fromkeys(self.names, 0.0)  # this session's paired wall times, for the live speedup
         self.warmed = False
 
@@ -193,13 +192,17 @@ class Session:
     def is_done(self, doc_id: str, turn: int = 1) -> bool:
         return all((n, doc_id, turn) in self.done for n in self.names)
 
-    def run_pair(self, p: Prepared, turn: int = 1, temperature: float | None = None, bar=None) -> dict[str, dict]:
+    def run_pair(self, p: Prepared, index: int, turn: int = 1, temperature: float | None = None,
+                 bar=None) -> dict[str, dict]:
+        """Run (or take from an interrupted run) one request for every method. `index` is the request's
+        place in the task (each turn of a conversation its own), never a count of what this process ran:
+        the seed (cfg.seed + index) and who goes first (even: the method) follow from it, so a resumed run
+        gives every request what an uninterrupted one would."""
         decoders = self.decoders(temperature)
         if not self.warmed:  # untimed, unrecorded: first-call allocations and kernel selection out of the timings
             for decoder, _ in decoders.values():
                 generate(decoder, p.input_ids, min(WARMUP_TOKENS, p.max_new_tokens), p.stopper)
             self.warmed = True
-        index, self.index = self.index, self.index + 1
         order = self.names if index % 2 == 0 else self.names[::-1]
         rows = {}
         for position, name in enumerate(order):

@@ -87,10 +87,10 @@ class PromptsFile(Task):
         from harness.runner import prepare
 
         prepared = prepare(session.lm, self.requests, session.cfg)
-        todo = [p for p in prepared if not session.is_done(p.request.doc_id)]
+        todo = [(i, p) for i, p in enumerate(prepared) if not session.is_done(p.request.doc_id)]
         bar = tqdm(todo, desc=" vs ".join(session.names), unit="req")
-        for p in bar:
-            session.run_pair(p, bar=bar)
+        for index, p in bar:  # the index in the file, not in `todo`: a resumed run seeds as an uninterrupted one
+            session.run_pair(p, index, bar=bar)
 
 
 class LmEvalTask(Task):
