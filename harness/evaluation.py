@@ -40,7 +40,9 @@ def dataset_kwargs(cfg) -> dict:
 def load_task(task: LmEvalTask, cfg) -> None:
     """Read and check the task's data now, so that missing or malformed files fail before the model loads."""
     utils = importlib.import_module(f"harness.lm_tasks.{task.name}.utils")
-    utils.load(**dataset_kwargs(cfg))
+    data = utils.load(**dataset_kwargs(cfg))
+    if task.split not in data or len(data[task.split]) == 0:
+        raise HarnessError(f"task {task.name}: its {task.split} split holds no examples ({task.locate(cfg.data_dir)})")
     task.skipped = utils.skipped(**dataset_kwargs(cfg)) if hasattr(utils, "skipped") else {}
     if cfg.judge_url and task.name != "mt_bench":
         raise HarnessError(f"--judge-url applies to mt_bench only, not {task.name}")
@@ -60,6 +62,11 @@ def build_task_dict(task: LmEvalTask, cfg, chat: bool) -> dict:
         if cfg.num_fewshot is not None:
             t.set_config(key="num_fewshot", value=cfg.num_fewshot)
         t.set_fewshot_seed(cfg.seed)
+        shots = t.config.num_fewshot or 0
+        pool = len(t.fewshot_docs() or ()) if shots else 0
+        if pool < shots:
+            raise HarnessError(f"task {task.name}: {shots} few-shot examples asked for, but its "
+                               f"{t.config.fewshot_split or 'few-shot'} split holds {pool}; pass --num-fewshot {pool} or fewer")
     return task_dict
 
 

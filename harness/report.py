@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from harness import HarnessError
-from harness.records import MANIFEST, SAMPLES, SCORES, read_json, read_samples, write_atomic
+from harness.records import (MANIFEST, SAMPLES, SCORES, make_dir, read_manifest, read_samples, row_problem,
+                             write_atomic)
 from harness.summary import BASELINE, accuracy_stats, method_stats, pair
 
 log = logging.getLogger(__name__)
@@ -83,16 +84,20 @@ def load_runs(paths: list[str | Path], warn=None) -> Runs:
             note(f"{folder}: no {MANIFEST}, so its model and hardware are unknown; skipped")
             continue
         try:
-            info = read_json(folder / MANIFEST)
-            run = {"run_id": info.get("run_id") or folder.name, "model": info["model"]["name"],
+            info = read_manifest(folder / MANIFEST)
+            run = {"run_id": str(info.get("run_id") or folder.name), "model": info["model"]["name"],
                    "task": info["task"]["name"], "hardware": info["hardware"]["label"],
                    "method": info["method"]["name"], "method_options": info["method"].get("options") or {},
-                   "metric": info["task"].get("metric"), "created": info.get("created") or "",
+                   "metric": info["task"].get("metric"), "created": str(info.get("created") or ""),
                    "commit": (info.get("git") or {}).get("commit"), "path": str(folder)}
-        except (HarnessError, KeyError, TypeError) as e:
+        except (HarnessError, KeyError, TypeError, AttributeError) as e:
             note(f"{folder / MANIFEST}: unreadable manifest ({e}); skipped")
             continue
-        rows = read_samples(folder / SAMPLES, warn=note, required=REQUIRED)
+        try:
+            rows = read_samples(folder / SAMPLES, warn=note, required=REQUIRED, check=row_problem)
+        except HarnessError as e:
+            note(f"{e}; run {run['run_id']} skipped")
+            continue
         if not rows:
             note(f"{folder / SAMPLES}: no samples; run {run['run_id']} skipped")
             continue
