@@ -305,3 +305,7 @@ def train(**kwargs):
     from harness.cllm.train import TrainConfig, train as train_
 
     train_(TrainConfig(**kwargs), echo=click.echo)
+
+
+if __name__ == "__main__":  # python -m harness.cli (runs this checkout's code, not an installed copy)
+    main()
