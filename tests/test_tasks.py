@@ -389,7 +389,10 @@ def test_a_resumed_sampled_mt_bench_run_equals_an_uninterrupted_one(data_dir, tm
     assert result.exit_code == 0, result.output
     whole = run_dir_of(out)
     keep = ("method", "doc_id", "turn", "order", "seed", "output_sha1", "output")
-    rows = lambda d: [{k: r[k] for k in keep} for r in map(json.loads, (d / "samples.jsonl").read_text().splitlines())]  # noqa: E731
+
+    def rows(run_dir):
+        return [{k: r[k] for k in keep} for r in map(json.loads, (run_dir / "samples.jsonl").read_text().splitlines())]
+
     expected = rows(whole)
     # 2 questions x 2 turns x 2 methods; every turn its own seed and place in the alternation
     assert [(r["doc_id"], r["turn"], r["seed"]) for r in expected[::2]] == [("0", 1, 0), ("0", 2, 1), ("1", 1, 2), ("1", 2, 3)]
