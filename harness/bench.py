@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import HarnessError
-from harness.records import MANIFEST, SUMMARY, read_json
+from harness.records import MANIFEST, SUMMARY, check_writable_dir, read_manifest
 from harness.runner import RunConfig
 from harness.sandbox import require_isolation
 
@@ -139,7 +139,7 @@ def previous_run(cfg: RunConfig, hardware_label: str) -> tuple[Path | None, bool
     root = Path(cfg.output_dir)
     for folder in sorted(root.iterdir()) if root.is_dir() else ():
         try:
-            info = read_json(folder / MANIFEST) if (folder / MANIFEST).exists() else None
+            info = read_manifest(folder / MANIFEST) if (folder / MANIFEST).exists() else None
         except HarnessError:
             continue  # a damaged folder is not resumed
         if info and _settings(info.get("config") or {}) == want and (info.get("hardware") or {}).get("label") == hardware_label:
@@ -168,6 +168,8 @@ def check(cfg: BenchConfig) -> None:
     configs = {c.task: c for c in cfg.run_configs()}
     for task in cfg.tasks:
         get_task(task).load(configs[task])
+    check_writable_dir(cfg.output_dir, "--output-dir")
+    check_writable_dir(cfg.out, "--out")
 
 
 def bench(cfg: BenchConfig, echo=print, warn=None, n_boot: int = 2000, plots: bool = True):

@@ -81,12 +81,13 @@ RUN_OPTIONS = ("method", "task", "prompts", "model", "device", "dtype", "limit",
 @click.pass_context
 def run(ctx, resume, **kwargs):
     """Run a method and the AR baseline, paired per request, and record the results."""
-    from harness.records import MANIFEST, read_json
+    from harness.records import MANIFEST, read_manifest
     from harness.runner import RunConfig, run as run_
 
     kwargs["options"] = _parse_options(kwargs["options"])
     if resume:
-        recorded = read_json(_resume_dir(kwargs["output_dir"], resume) / MANIFEST).get("config", {})
+        path = _resume_dir(kwargs["output_dir"], resume) / MANIFEST
+        recorded = read_manifest(path)["config"]
         for key in RUN_OPTIONS:
             source = ctx.get_parameter_source(key)
             given = kwargs[key]
@@ -96,9 +97,15 @@ def run(ctx, resume, **kwargs):
                                    "leave the option out when resuming")
         kwargs = {**{k: v for k, v in recorded.items() if k in RUN_OPTIONS}, "output_dir": kwargs["output_dir"],
                   "require_sandbox": kwargs["require_sandbox"]}
+        try:
+            cfg = RunConfig(**kwargs)
+        except (HarnessError, TypeError) as e:  # a wrongly typed or missing setting
+            raise HarnessError(f"{path}: its \"config\" cannot be resumed ({e}); the run folder is damaged") from None
     elif not kwargs["method"]:
         raise HarnessError("no method: pass --method (see `harness methods`)")
-    run_(RunConfig(**kwargs), resume=resume, echo=click.echo)
+    else:
+        cfg = RunConfig(**kwargs)
+    run_(cfg, resume=resume, echo=click.echo)
 
 
 def _resume_dir(output_dir: str, run_id: str):
@@ -303,5 +310,5 @@ def train(**kwargs):
     train_(TrainConfig(**kwargs), echo=click.echo)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m harness.cli (runs this checkout's code, not an installed copy)
     main()

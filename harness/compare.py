@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness import HarnessError
-from harness.records import MANIFEST, read_json
+from harness.records import MANIFEST, read_manifest
 from harness.report import leaderboard, load_runs
 from harness.summary import BASELINE
 
@@ -49,7 +49,7 @@ def _fmt(v, spec):
 
 
 def compare(a: Path, b: Path, warn=None) -> str:
-    info = [read_json(p / MANIFEST) for p in (a, b)]
+    info = [read_manifest(p / MANIFEST) for p in (a, b)]
     runs = [load_runs([p], warn) for p in (a, b)]
     boards = [leaderboard(r, n_boot=0, warn=warn).set_index("method") for r in runs]
     lines = [f"A: {a}  ({info[0]['method']['name']} on {info[0]['task']['name']}, {info[0]['model']['name']}, "

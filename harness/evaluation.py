@@ -8,6 +8,7 @@ request at a time through the runner's session. AR's outputs are scored by repla
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import logging
 import math
@@ -39,7 +40,9 @@ def dataset_kwargs(cfg) -> dict:
 def load_task(task: LmEvalTask, cfg) -> None:
     """Read and check the task's data now, so that missing or malformed files fail before the model loads."""
     utils = importlib.import_module(f"harness.lm_tasks.{task.name}.utils")
-    utils.load(**dataset_kwargs(cfg))
+    data = utils.load(**dataset_kwargs(cfg))
+    if task.split not in data or len(data[task.split]) == 0:
+        raise HarnessError(f"task {task.name}: its {task.split} split holds no examples ({task.locate(cfg.data_dir)})")
     task.skipped = utils.skipped(**dataset_kwargs(cfg)) if hasattr(utils, "skipped") else {}
     if cfg.judge_url and task.name != "mt_bench":
         raise HarnessError(f"--judge-url applies to mt_bench only, not {task.name}")
@@ -59,6 +62,11 @@ def build_task_dict(task: LmEvalTask, cfg, chat: bool) -> dict:
         if cfg.num_fewshot is not None:
             t.set_config(key="num_fewshot", value=cfg.num_fewshot)
         t.set_fewshot_seed(cfg.seed)
+        shots = t.config.num_fewshot or 0
+        pool = len(t.fewshot_docs() or ()) if shots else 0
+        if pool < shots:
+            raise HarnessError(f"task {task.name}: {shots} few-shot examples asked for, but its "
+                               f"{t.config.fewshot_split or 'few-shot'} split holds {pool}; pass --num-fewshot {pool} or fewer")
     return task_dict
 
 
@@ -109,13 +117,16 @@ def make_harness_lm(session):
             # 1. Every first-turn prompt is encoded and checked before any generation.
             firsts = [self._prepare(str(r.doc_id), [{"role": "user", "content": r.args[0]}], r.args[1])
                       for r in requests]
+            # Each (request, turn) has a fixed index in the task, which seeds it and sets who goes first.
+            turns = [len(r.doc["turns"]) if r.args[1].get(MULTI_TURN) else 1 for r in requests]
+            starts = [0, *itertools.accumulate(turns)][:-1]
             bar = tqdm(total=len(requests), desc=" vs ".join(s.names), unit="req", disable=disable_tqdm)
             out = []
-            for r, first in zip(requests, firsts):
+            for r, first, start in zip(requests, firsts, starts):
                 gen_kwargs, doc_id = r.args[1], str(r.doc_id)
                 temperature = _temperature(gen_kwargs)
                 if not gen_kwargs.get(MULTI_TURN):
-                    out.append(s.run_pair(first, 1, temperature, bar)[method]["output"] or "")
+                    out.append(s.run_pair(first, start, 1, temperature, bar)[method]["output"] or "")
                     bar.update()
                     continue
                 # 2. A conversation: each later turn is conditioned on the method's own earlier answers.
@@ -123,7 +134,7 @@ def make_harness_lm(session):
                 for turn, question in enumerate(r.doc["turns"], 1):
                     messages.append({"role": "user", "content": question})
                     p = first if turn == 1 else self._prepare(doc_id, messages, gen_kwargs)
-                    answer = s.run_pair(p, turn, temperature, bar)[method]["output"] or ""
+                    answer = s.run_pair(p, start + turn - 1, turn, temperature, bar)[method]["output"] or ""
                     answers.append(answer)
                     messages.append({"role": "assistant", "content": answer})
                 out.append(json.dumps(answers))

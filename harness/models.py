@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -179,6 +180,25 @@ def _context_length(model) -> int:
     return 2048
 
 
+def hub_offline(endpoint: str | None = None, timeout_s: float = 3.0) -> bool:
+    """True when HF_HUB_OFFLINE is set or the hub's endpoint (default: huggingface_hub's, HF_ENDPOINT) does
+    not answer within `timeout_s`: then hub ids load from the local cache only, instead of retrying for
+    about a minute before failing."""
+    if os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}:
+        return True
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(endpoint or constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (80 if url.scheme == "http" else 443)),
+                                 timeout=timeout_s).close()
+        return False
+    except (OSError, TypeError):  # no DNS, no route, refused, timed out; or no host in HF_ENDPOINT
+        return True
+
+
 def _resolve(spec: str) -> tuple[str, str]:
     """-> (source, path) for an alias, a .gguf file, a local directory or a hub id."""
     if spec in EMBEDDED:
@@ -225,12 +245,19 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto", seed: int =
     else:
         folder = str(gguf_cache_dir(Path(path))) if source == "gguf" else path
         where = "the hub (is this machine online?)" if source == "hub" else folder
+        cached_only = source == "hub" and hub_offline()
+        if cached_only:
+            where = "the local Hugging Face cache (the hub is unreachable or HF_HUB_OFFLINE is set)"
         try:
-            tok = AutoTokenizer.from_pretrained(folder)
+            tok = AutoTokenizer.from_pretrained(folder, local_files_only=cached_only)
         except Exception as e:  # the user boundary: any loader failure becomes one clear line
+            if cached_only:
+                raise HarnessError(f"model {spec!r} is not in the local Hugging Face cache and the hub is unreachable "
+                                   "(or HF_HUB_OFFLINE is set): pass a local model directory or .gguf file, or "
+                                   "download it where the hub is reachable") from None
             raise HarnessError(f"could not load the tokenizer of model {spec!r} from {where}: {_first_line(e)}") from None
         try:
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dt).to(dev)
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dt, local_files_only=cached_only).to(dev)
         except Exception as e:
             raise HarnessError(f"could not load model {spec!r} from {where} as a causal LM: {_first_line(e)}") from None
     model.eval()

@@ -62,22 +62,113 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 
 def read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        obj = json.loads(path.read_text())
     except FileNotFoundError:
         raise HarnessError(f"{path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise HarnessError(f"{path} is not valid JSON ({e}); the run folder is damaged") from None
+    except OSError as e:
+        raise HarnessError(f"cannot read {path}: {e.strerror}") from None
+    if not isinstance(obj, dict):
+        raise HarnessError(f"{path} holds a JSON {type(obj).__name__}, not an object; the run folder is damaged")
+    return obj
 
 
-def read_samples(path: Path, repair: bool = False, warn=None, required: tuple[str, ...] = ()) -> list[dict]:
-    """Rows of samples.jsonl. A torn or corrupt line (or one lacking a `required` key) is skipped with a
-    warning naming the file and line, passed to `warn` (default: the log); with repair=True the file is
-    rewritten without it, so that appending continues from clean rows."""
+# What the readers of a run.json rely on: {section: {key: type}} (an empty dict: the section itself)
+MANIFEST_SHAPE = {"config": {}, "model": {"name": str}, "task": {"name": str}, "hardware": {"label": str},
+                  "method": {"name": str}}
+
+
+def read_manifest(path: Path) -> dict:
+    """A run's run.json, checked to have the shape the readers rely on (MANIFEST_SHAPE, method options an
+    object): a damaged manifest is one clear HarnessError naming the file and the field."""
+    info = read_json(path)
+    for section, keys in MANIFEST_SHAPE.items():
+        value = info.get(section)
+        if not isinstance(value, dict):
+            raise HarnessError(f"{path}: \"{section}\" is {_shown(value)}, not an object; the run folder is damaged")
+        for key, kind in keys.items():
+            if not isinstance(value.get(key), kind):
+                raise HarnessError(f"{path}: \"{section}.{key}\" is {_shown(value.get(key))}, not a "
+                                   f"{kind.__name__}; the run folder is damaged")
+    if not isinstance(info["method"].get("options") or {}, dict):
+        raise HarnessError(f"{path}: \"method.options\" is not an object; the run folder is damaged")
+    return info
+
+
+def _shown(value) -> str:
+    return "missing" if value is None else repr(value) if len(repr(value)) < 40 else f"a {type(value).__name__}"
+
+
+NUMBERS = ("prompt_tokens", "max_new_tokens", "seed", "new_tokens", "steps", "tokens_per_step", "wall_time_s",
+           "tokens_per_s", "ttft_s", "drafted_tokens", "accepted_tokens", "draft_forwards", "stationary_tokens")
+TIMED = ("new_tokens", "steps", "wall_time_s")  # what a row without an error must have
+STEP_LISTS = ("step_tokens", "step_drafted", "step_accepted", "step_draft_forwards", "step_stationary")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def row_problem(row: dict) -> str | None:
+    """What is wrong with a samples row's types (None: nothing), so that readers skip it with a warning
+    instead of failing on it: method a string, doc_id a string or integer, numbers numbers, and the
+    timings present unless the row records an error."""
+    if not isinstance(row.get("method"), str):
+        return f"method is {_shown(row.get('method'))}, not a string"
+    if not isinstance(row.get("doc_id"), (str, int)) or isinstance(row.get("doc_id"), bool):
+        return f"doc_id is {_shown(row.get('doc_id'))}, not a string or integer"
+    if row.get("turn") is not None and (not isinstance(row["turn"], int) or isinstance(row["turn"], bool)):
+        return f"turn is {_shown(row['turn'])}, not an integer"
+    for key in ("error", "output_sha1", "output", "stop_reason"):
+        if row.get(key) is not None and not isinstance(row[key], str):
+            return f"{key} is {_shown(row[key])}, not a string"
+    for key in NUMBERS:
+        if row.get(key) is not None and not _number(row[key]):
+            return f"{key} is {_shown(row[key])}, not a number"
+    for key in STEP_LISTS:
+        if row.get(key) is not None and not (isinstance(row[key], list) and all(map(_number, row[key]))):
+            return f"{key} is {_shown(row[key])}, not a list of numbers"
+    if row.get("error") is None:
+        missing = [k for k in TIMED if row.get(k) is None]
+        if missing:
+            return f"{missing[0]} is missing in a row without an error"
+    return None
+
+
+def check_writable_dir(path: str | Path, flag: str) -> None:
+    """A clear error now, before any work, when `path` cannot become a folder to write in: a file on the
+    way (`--output-dir somefile/sub`) or a folder without write permission."""
+    p = Path(path).expanduser().absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise HarnessError(f"{flag} {path}: {p} is a file, so no folder can be made there")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise HarnessError(f"{flag} {path}: {p} is not writable")
+
+
+def make_dir(path: Path, exist_ok: bool = True) -> None:
+    """mkdir -p, with an OSError (a file in the way, no permission, a full disk) as one HarnessError."""
+    try:
+        path.mkdir(parents=True, exist_ok=exist_ok)
+    except OSError as e:
+        raise HarnessError(f"cannot create the folder {path}: {e.strerror or e}") from None
+
+
+def read_samples(path: Path, repair: bool = False, warn=None, required: tuple[str, ...] = (), check=None) -> list[dict]:
+    """Rows of samples.jsonl. A torn or corrupt line (or one lacking a `required` key, or one that
+    `check(row)` finds a problem with, e.g. `row_problem`) is skipped with a warning naming the file and
+    line, passed to `warn` (default: the log); with repair=True the file is rewritten without it, so that
+    appending continues from clean rows."""
     if not path.exists():
         return []
     warn = warn or log.warning
     rows, bad = [], 0
-    raw = path.read_bytes().decode("utf-8", errors="replace")
+    try:
+        raw = path.read_bytes().decode("utf-8", errors="replace")
+    except OSError as e:
+        raise HarnessError(f"cannot read {path}: {e.strerror or e}") from None
     for lineno, line in enumerate(raw.splitlines(), 1):
         if not line.strip():
             if required:  # a reader that checks rows also reports blank lines
@@ -90,6 +181,11 @@ def read_samples(path: Path, repair: bool = False, warn=None, required: tuple[st
             missing = [k for k in required if k not in row]
             if missing:
                 raise ValueError(f"no {missing[0]!r}")
+            problem = check(row) if check else None
+            if problem:
+                bad += 1
+                warn(f"{path}:{lineno}: skipping a malformed row ({problem})")
+                continue
             rows.append(row)
         except ValueError as e:
             bad += 1

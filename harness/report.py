@@ -8,8 +8,13 @@ timed back to back); `speedup` is the ratio of total times, with 95% bootstrap i
 """
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import re
+import shutil
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from harness import HarnessError
-from harness.records import MANIFEST, SAMPLES, SCORES, read_json, read_samples, write_atomic
+from harness.records import (MANIFEST, SAMPLES, SCORES, make_dir, read_manifest, read_samples, row_problem,
+                             write_atomic)
 from harness.summary import BASELINE, accuracy_stats, method_stats, pair
 
 log = logging.getLogger(__name__)
@@ -83,16 +89,20 @@ def load_runs(paths: list[str | Path], warn=None) -> Runs:
             note(f"{folder}: no {MANIFEST}, so its model and hardware are unknown; skipped")
             continue
         try:
-            info = read_json(folder / MANIFEST)
-            run = {"run_id": info.get("run_id") or folder.name, "model": info["model"]["name"],
+            info = read_manifest(folder / MANIFEST)
+            run = {"run_id": str(info.get("run_id") or folder.name), "model": info["model"]["name"],
                    "task": info["task"]["name"], "hardware": info["hardware"]["label"],
                    "method": info["method"]["name"], "method_options": info["method"].get("options") or {},
-                   "metric": info["task"].get("metric"), "created": info.get("created") or "",
+                   "metric": info["task"].get("metric"), "created": str(info.get("created") or ""),
                    "commit": (info.get("git") or {}).get("commit"), "path": str(folder)}
-        except (HarnessError, KeyError, TypeError) as e:
+        except (HarnessError, KeyError, TypeError, AttributeError) as e:
             note(f"{folder / MANIFEST}: unreadable manifest ({e}); skipped")
             continue
-        rows = read_samples(folder / SAMPLES, warn=note, required=REQUIRED)
+        try:
+            rows = read_samples(folder / SAMPLES, warn=note, required=REQUIRED, check=row_problem)
+        except HarnessError as e:
+            note(f"{e}; run {run['run_id']} skipped")
+            continue
         if not rows:
             note(f"{folder / SAMPLES}: no samples; run {run['run_id']} skipped")
             continue
@@ -234,28 +244,67 @@ def write_csv(board: pd.DataFrame, path: Path) -> None:
     write_atomic(path, board.to_csv(index=False, float_format="%.6g"))
 
 
+@contextmanager
+def report_lock(out: Path, shared: bool = False):
+    """Hold the report folder `out`: exclusively to write a report, shared to read one writer's complete
+    set (leaderboard.csv, report.md and plots/ from the same report) while others may be writing.
+    An flock on the folder itself (Linux, macOS): released when the holder ends, even if it crashes."""
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def write_report(runs: Runs, board: pd.DataFrame, out: Path, command: str = "", plots: bool = True,
                  warn=None) -> dict[str, Path]:
-    """leaderboard.csv, plots/*.png and report.md under `out`, each written atomically. Returns their paths."""
+    """leaderboard.csv, plots/*.png and report.md under `out` as one set: the plots are drawn into a
+    staging folder, then under `report_lock` the plots folder is swapped in whole and the two files are
+    written atomically, so that concurrent reports on one `out` never mix. Returns the paths written."""
     from harness.report_md import render
 
-    out.mkdir(parents=True, exist_ok=True)
-    written = {"leaderboard": out / "leaderboard.csv"}
-    write_csv(board, written["leaderboard"])
-    figures = {}
-    if plots:
-        from harness.plots import make_plots
+    make_dir(out)
+    written, figures, staging = {"leaderboard": out / "leaderboard.csv"}, {}, None
+    try:
+        if plots:
+            from harness.plots import make_plots
 
-        figures = make_plots(board, runs.samples, out / "plots")
-        written.update({f"plot:{path.stem}": path for kinds in figures.values() for path in kinds.values()})
-    written["report"] = out / "report.md"
-    write_atomic(written["report"], render(runs, board, figures, out, command))
+            staging = Path(tempfile.mkdtemp(dir=out, prefix=".plots-"))
+            drawn = make_plots(board, runs.samples, staging)
+            figures = {key: {kind: out / "plots" / path.name for kind, path in kinds.items()}
+                       for key, kinds in drawn.items()}
+            written.update({f"plot:{path.stem}": path for kinds in figures.values() for path in kinds.values()})
+        written["report"] = out / "report.md"
+        text = render(runs, board, figures, out, command)
+        with report_lock(out):
+            if staging is not None:
+                _swap_in(staging, out / "plots")
+            write_csv(board, written["leaderboard"])
+            write_atomic(written["report"], text)
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return written
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Replace the folder `target` by `staging` (two renames; the old one is then deleted)."""
+    staging.chmod(0o755)  # mkdtemp makes it private; plots are for reading
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=".plots-old-"))
+        os.replace(target, old)  # over the empty folder just made
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def report(paths, out: Path, command: str = "", warn=None, n_boot: int = 2000, seed: int = 0,
            plots: bool = True) -> tuple[pd.DataFrame, dict[str, Path]]:
     """`harness report`: load the runs under `paths`, build the leaderboard, write everything under `out`."""
+    if seed < 0:
+        raise HarnessError(f"--seed must be 0 or more (got {seed})")
     runs = load_runs(paths, warn)
     board = leaderboard(runs, n_boot=n_boot, seed=seed, warn=warn)
     return board, write_report(runs, board, out, command=command, plots=plots)

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import shutil
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,8 +21,9 @@ from tqdm.auto import tqdm
 from harness import HarnessError
 from harness.generate import Stopper, generate
 from harness.models import LoadedModel, load_model, model_loader
-from harness.records import (MANIFEST, SAMPLES, SCORES, SUMMARY, SampleWriter, git_commit, hardware, new_run_id,
-                             read_json, read_samples, versions, write_json_atomic)
+from harness.records import (MANIFEST, SAMPLES, SCORES, SUMMARY, SampleWriter, check_writable_dir, git_commit,
+                             hardware, make_dir, new_run_id, read_manifest, read_samples, row_problem, versions,
+                             write_json_atomic)
 from harness.sandbox import isolation_report, require_isolation
 from harness.summary import BASELINE, format_table, summarize
 from harness.tasks import Request, get_task
@@ -54,10 +56,30 @@ class RunConfig:
     require_sandbox: bool = False  # refuse to run model-written code (HumanEval, Spider) without OS isolation
 
     def __post_init__(self):
+        check_types(self)
+        if not 0 <= self.seed < 2**63:
+            raise HarnessError(f"--seed must be between 0 and 2**63 - 1 (got {self.seed})")
+        if self.num_fewshot is not None and self.num_fewshot < 0:
+            raise HarnessError(f"--num-fewshot must be 0 or more (got {self.num_fewshot})")
         if self.limit is not None and self.limit < 1:
             raise HarnessError(f"--limit must be at least 1 (got {self.limit}); leave it out to run every prompt")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise HarnessError(f"--max-new-tokens must be at least 1 (got {self.max_new_tokens})")
+
+
+def check_types(cfg) -> None:
+    """Each field of a config dataclass has its annotated type (a config read back from a damaged
+    run.json fails here, as one clear error, rather than deep inside the run)."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value, kinds = getattr(cfg, f.name), typing.get_args(hints[f.name]) or (hints[f.name],)
+        kinds = tuple(typing.get_origin(k) or k for k in kinds)  # dict[str, str] -> dict
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
+            raise HarnessError(f"{f.name} must be {names}, not {value!r}")
+    options = getattr(cfg, "options", {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in options.items()):
+        raise HarnessError(f"options must map names to strings, not {options!r}")
 
 
 @dataclass
@@ -159,7 +181,7 @@ class Session:
     """The method and its AR baseline on one loaded model: runs each request for both, alternating which
     goes first, skipping what an interrupted run already finished, and appending rows as they come.
 
-        rows = session.run_pair(prepared, turn=1)   # {"jacobi": row, "ar": row}
+        rows = session.run_pair(prepared, index=0)   # {"jacobi": row, "ar": row}
     """
 
     def __init__(self, cfg: RunConfig, lm: LoadedModel):
@@ -171,7 +193,6 @@ class Session:
         self.names = list(self.decoders(None))  # bad options fail now, before any work
         self.done: dict[tuple, dict] = {}
         self.writer = None
-        self.index = 0
         self.wall = dict.fromkeys(self.names, 0.0)  # this session's paired wall times, for the live speedup
         self.warmed = False
 
@@ -197,13 +218,17 @@ class Session:
     def is_done(self, doc_id: str, turn: int = 1) -> bool:
         return all((n, doc_id, turn) in self.done for n in self.names)
 
-    def run_pair(self, p: Prepared, turn: int = 1, temperature: float | None = None, bar=None) -> dict[str, dict]:
+    def run_pair(self, p: Prepared, index: int, turn: int = 1, temperature: float | None = None,
+                 bar=None) -> dict[str, dict]:
+        """Run (or take from an interrupted run) one request for every method. `index` is the request's
+        place in the task (each turn of a conversation its own), never a count of what this process ran:
+        the seed (cfg.seed + index) and who goes first (even: the method) follow from it, so a resumed run
+        gives every request what an uninterrupted one would."""
         decoders = self.decoders(temperature)
         if not self.warmed:  # untimed, unrecorded: first-call allocations and kernel selection out of the timings
             for decoder, _ in decoders.values():
                 generate(decoder, p.input_ids, min(WARMUP_TOKENS, p.max_new_tokens), p.stopper)
             self.warmed = True
-        index, self.index = self.index, self.index + 1
         order = self.names if index % 2 == 0 else self.names[::-1]
         rows = {}
         for position, name in enumerate(order):
@@ -222,8 +247,8 @@ class Session:
 
     def open(self, run_dir: Path) -> None:
         """Start appending to run_dir's samples; rows already there (an interrupted run) are not redone."""
-        self.done = {(r["method"], r["doc_id"], r.get("turn", 1)): r
-                     for r in read_samples(run_dir / SAMPLES, repair=True)}
+        self.done = {(r["method"], r["doc_id"], r.get("turn") or 1): r
+                     for r in read_samples(run_dir / SAMPLES, repair=True, check=row_problem)}
         self.writer = SampleWriter(run_dir / SAMPLES)
 
     def close(self):
@@ -265,19 +290,19 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print, lm: LoadedModel |
     task = get_task(cfg.task, cfg.prompts)
     task.load(cfg)
     out_dir = Path(cfg.output_dir)
+    check_writable_dir(out_dir, "--output-dir")
     run_id = resume or new_run_id()
     run_dir = out_dir / run_id
     if resume and not (run_dir / MANIFEST).exists():
         raise HarnessError(f"no run {resume!r} under {out_dir} to resume (looked for {run_dir / MANIFEST})")
+    info = read_manifest(run_dir / MANIFEST) if resume else None
 
     lm = lm if lm is not None else load_model(cfg.model, cfg.device, cfg.dtype, seed=cfg.seed)
     session = Session(cfg, lm)
 
     # 2. The run folder: conditions in run.json, rows appended to samples.jsonl as they are produced.
-    if resume:
-        info = read_json(run_dir / MANIFEST)
-    else:
-        run_dir.mkdir(parents=True, exist_ok=False)
+    if not resume:
+        make_dir(run_dir, exist_ok=False)
         info = manifest(cfg, run_id, lm, task, session.decoders(None)[cfg.method][1], session.loaded)
         write_json_atomic(run_dir / MANIFEST, info)
     session.open(run_dir)
@@ -287,10 +312,10 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print, lm: LoadedModel |
     # 3. The task drives the session (and scores the outputs, when it has a metric).
     try:
         task.execute(session, run_dir)
-    except HarnessError:
+    except BaseException:
         session.close()
         if not resume and not read_samples(run_dir / SAMPLES):
-            shutil.rmtree(run_dir)  # failed before any sample (e.g. a prompt too long): leave nothing behind
+            shutil.rmtree(run_dir)  # failed before any sample (e.g. bad data): leave nothing behind
         raise
     finally:
         session.close()

@@ -87,20 +87,21 @@ class PromptsFile(Task):
         from harness.runner import prepare
 
         prepared = prepare(session.lm, self.requests, session.cfg)
-        todo = [p for p in prepared if not session.is_done(p.request.doc_id)]
+        todo = [(i, p) for i, p in enumerate(prepared) if not session.is_done(p.request.doc_id)]
         bar = tqdm(todo, desc=" vs ".join(session.names), unit="req")
-        for p in bar:
-            session.run_pair(p, bar=bar)
+        for index, p in bar:  # the index in the file, not in `todo`: a resumed run seeds as an uninterrupted one
+            session.run_pair(p, index, bar=bar)
 
 
 class LmEvalTask(Task):
     """A benchmark run through lm-evaluation-harness (prompts, filters, metrics) with our decoders
     generating; `variants` maps raw/chat mode to the lm-eval task name in harness/lm_tasks."""
 
-    def __init__(self, name, description, metric, raw, chat, size, files=(), hub=None, extra_metrics=()):
+    def __init__(self, name, description, metric, raw, chat, size, files=(), hub=None, extra_metrics=(), split="test"):
         self.name, self.description, self.metric = name, description, metric
         self.variants = {"raw": raw, "chat": chat}
         self.size, self.files, self.hub, self.extra_metrics = size, files, hub, extra_metrics
+        self.split = split  # the split evaluated (the lm-eval config's test_split)
         self.data_dir = None
         self.skipped: dict[str, int] = {}  # reason -> examples left out (e.g. Spider's missing database)
 
@@ -147,7 +148,8 @@ TASKS = {
     "spider": lambda: LmEvalTask(
         "spider", "Spider text-to-SQL, dev split; execution accuracy on read-only SQLite",
         "exec_acc,none", "spider", "spider_chat", 1034,
-        files=("spider/dev.json", "spider/tables.json", "spider/database"), extra_metrics=("exact_string_match,none",)),
+        files=("spider/dev.json", "spider/tables.json", "spider/database"), extra_metrics=("exact_string_match,none",),
+        split="validation"),
     "mt_bench": lambda: LmEvalTask(
         "mt_bench", "MT-bench, 80 two-turn questions; 1-10 judge score with --judge-url, else agreement with AR",
         "judge_score,none", "mt_bench", "mt_bench", 80,

@@ -137,6 +137,8 @@ def test_bench_interrupted_then_resumed_then_skipped(tmp_path, data_dir, loads, 
     (("--tasks", "gsm8k,humanevl"), "unknown task 'humanevl'"),
     (("--limit", "humaneval=3"), "is not one of --tasks"),
     (("--data-dir", "/nonexistent/data"), "/nonexistent/data"),
+    (("--num-fewshot", "-1"), "--num-fewshot must be 0 or more"),
+    (("--seed", "-1"), "--seed must be between 0 and 2**63 - 1"),
 ])
 def test_bad_input_is_one_line_before_any_model_load(tmp_path, data_dir, monkeypatch, change, message):
     monkeypatch.setattr(harness.models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
@@ -148,4 +150,15 @@ def test_bad_input_is_one_line_before_any_model_load(tmp_path, data_dir, monkeyp
         args += [flag, value]
     result = invoke(*args)
     assert result.exit_code == 2 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("flag", ["--out", "--output-dir"])
+def test_a_folder_below_a_file_is_one_line_before_any_model_load(tmp_path, data_dir, monkeypatch, flag):
+    monkeypatch.setattr(harness.models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    (tmp_path / "somefile").write_text("x")
+    args = bench_args(tmp_path, data_dir)
+    args[args.index(flag) + 1] = str(tmp_path / "somefile" / "sub")
+    result = invoke(*args)
+    assert result.exit_code == 2 and f"{flag} {tmp_path / 'somefile' / 'sub'}: {tmp_path / 'somefile'} is a file" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import harness.models
 import harness.runner
 import methods
 from harness.cli import main
@@ -214,3 +215,101 @@ def test_speculative_options_errors_are_one_line(tmp_path):
     result = invoke(*run_args(tmp_path, "-O", "draft=layerskip:9", method="speculative"))
     assert result.exit_code == 2 and "layerskip:L needs 1 <= L < 2" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+SAMPLED = ("method", "doc_id", "turn", "order", "seed", "output_sha1", "output", "new_tokens", "step_tokens",
+           "step_accepted", "error")
+
+
+def sampled(run_dir) -> list[dict]:
+    """What a resumed run must reproduce, row for row: everything but the timings."""
+    return [{k: r[k] for k in SAMPLED} for r in rows_of(run_dir)]
+
+
+def interrupted_copy(run_dir: Path, name: str, k: int) -> Path:
+    """The run folder an interruption after k samples rows leaves: run.json and the first k rows."""
+    cut = run_dir.parent / name
+    cut.mkdir()
+    (cut / "run.json").write_bytes((run_dir / "run.json").read_bytes())
+    (cut / "samples.jsonl").write_text("".join(line + "\n" for line in (run_dir / "samples.jsonl").read_text().splitlines()[:k]))
+    return cut
+
+
+def test_a_resumed_sampled_run_equals_an_uninterrupted_one(tmp_path):
+    # six copies of one prompt: at temperature 1 only the seed tells their outputs apart
+    prompts = tmp_path / "same.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"q{i}", "prompt": "abc abc abc"}) + "\n" for i in range(6)))
+    args = run_args(tmp_path, "-O", "temperature=1", "-O", "draft=ngram", "--seed", "5", method="speculative",
+                    prompts=prompts)
+    assert invoke(*args).exit_code == 0
+    whole = only_run(tmp_path)
+    expected = sampled(whole)
+    assert len(expected) == 12 and [r["seed"] for r in expected[::2]] == [5, 6, 7, 8, 9, 10]
+    assert len({r["output"] for r in expected if r["method"] == "speculative"}) > 1  # the seed matters
+    for k in (3, 8):  # mid-pair (the second request ran AR first), and after four whole pairs
+        cut = interrupted_copy(whole, f"cut{k}", k)
+        result = invoke("run", "--resume", cut.name, "--output-dir", str(tmp_path / "runs"))
+        assert result.exit_code == 0 and "resuming" in result.output, result.output
+        assert sampled(cut) == expected, k
+
+
+def test_resume_of_a_damaged_run_json_is_one_line(tmp_path):
+    assert invoke(*run_args(tmp_path)).exit_code == 0
+    run_dir = only_run(tmp_path)
+    manifest = json.loads((run_dir / "run.json").read_text())
+    for bad, message in (("[1, 2]", "holds a JSON list, not an object"), ('{"config": 5}', '"config" is 5, not an object'),
+                         (json.dumps({**manifest, "config": {**manifest["config"], "limit": "abc"}}),
+                          "limit must be int or None, not 'abc'"),
+                         (json.dumps({**manifest, "config": {}}), "missing 1 required positional argument: 'method'")):
+        (run_dir / "run.json").write_text(bad)
+        result = invoke("run", "--resume", run_dir.name, "--output-dir", str(tmp_path / "runs"))
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert result.output.startswith(f"error: {run_dir / 'run.json'}") and len(result.output.strip().splitlines()) == 1
+
+
+def test_resume_skips_malformed_rows_and_redoes_them(tmp_path):
+    assert invoke(*run_args(tmp_path)).exit_code == 0
+    run_dir = only_run(tmp_path)
+    rows = rows_of(run_dir)
+    (run_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*rows[:5], {**rows[5], "doc_id": {"a": 1}}]))
+    result = invoke("run", "--resume", run_dir.name, "--output-dir", str(tmp_path / "runs"))
+    assert result.exit_code == 0, result.output
+    after = rows_of(run_dir)
+    assert after[:5] == rows[:5] and len(after) == 8 and len({(r["method"], r["doc_id"]) for r in after}) == 8
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--seed", str(2**70)], "--seed must be between 0 and 2**63 - 1"),
+    (["--seed", "-1"], "--seed must be between 0 and 2**63 - 1"),
+])
+def test_bad_seed_is_one_line(tmp_path, args, message):
+    result = invoke(*run_args(tmp_path, *args))
+    assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_output_dir_below_a_file_is_one_line_before_the_model_loads(tmp_path, monkeypatch):
+    (tmp_path / "somefile").write_text("x")
+    monkeypatch.setattr(harness.runner, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    args = run_args(tmp_path)
+    args[args.index("--output-dir") + 1] = str(tmp_path / "somefile" / "sub")
+    result = invoke(*args)
+    assert result.exit_code == 2 and f"{tmp_path / 'somefile'} is a file" in result.output, result.output
+    assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
+
+
+def test_an_unreachable_hub_id_fails_at_once_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network in tests: the offline path, as with no route to the hub
+    result = invoke(*run_args(tmp_path, "--model", "nobody/does-not-exist-xyz"))
+    assert result.exit_code == 2 and "not in the local Hugging Face cache and the hub is unreachable" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+
+
+def test_cllm_out_below_a_file_is_one_line_before_the_model_loads(tmp_path, monkeypatch):
+    monkeypatch.setattr(harness.models, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    (tmp_path / "somefile").write_text("x")
+    below = tmp_path / "somefile" / "sub"
+    for args in (["collect", "--model", "tiny-random", "--out", str(below / "t.jsonl")],
+                 ["train", "--data", str(tmp_path / "t.jsonl"), "--out", str(below)]):
+        result = invoke("cllm", *args)
+        assert result.exit_code == 2 and f"{tmp_path / 'somefile'} is a file" in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1

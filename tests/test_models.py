@@ -63,3 +63,26 @@ def test_dtype_defaults():
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
     assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
     assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+
+
+def test_hub_offline_when_the_endpoint_does_not_answer_or_offline_mode_is_set(monkeypatch):
+    import socket
+
+    from harness.models import hub_offline
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with socket.socket() as server:  # a listening loopback port stands in for a reachable hub
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert not hub_offline(f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        assert hub_offline(f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert hub_offline(f"http://127.0.0.1:{port}")  # closed now: refused at once
+
+
+def test_a_hub_id_missing_from_the_cache_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HarnessError, match="not in the local Hugging Face cache"):
+        load_model("nobody/does-not-exist-xyz", device="cpu")

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import os
+import re
 import threading
+import time
 from pathlib import Path
 
 import matplotlib.image
@@ -18,7 +22,7 @@ from harness import HarnessError
 from harness.cli import main
 from harness.records import write_atomic
 from harness.report import (COLUMNS, Runs, bootstrap_speedups, format_options, labels, leaderboard, load_runs,
-                            write_csv, write_report)
+                            report, report_lock, write_csv, write_report)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -320,6 +324,7 @@ def test_cli_report_and_its_warnings(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["report", "/nonexistent/runs"], "/nonexistent/runs is not a folder"),
     (["compare", "nope-a", "nope-b"], "no run 'nope-a'"),
+    (["report", "/nonexistent/runs", "--seed", "-1"], "--seed must be 0 or more"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path, args, message):
     result = invoke(*args, *(["--output-dir", str(tmp_path)] if args[0] == "compare" else ["--out", str(tmp_path)]))
@@ -343,3 +348,83 @@ def test_cli_compare_shows_conditions_metrics_and_identical_outputs(tmp_path):
     lossless = next(line for line in out.splitlines() if line.split()[:1] == ["lossless_rate"])
     assert lossless.split()[1:3] == ["0.500", "1.000"]
     assert "identical outputs (requests completed in both runs): m 1/2, ar 3/3" in out
+
+
+def test_cli_report_skips_wrongly_typed_rows_with_a_warning_naming_the_line(tmp_path):
+    info, rows, scores = RUN1
+    bad = [{**rows[0], "wall_time_s": "abc"}, {**rows[0], "doc_id": "d", "steps": None},
+           {**rows[0], "doc_id": {"a": 1}}, {**rows[0], "doc_id": "e", "turn": "x"},
+           {**rows[0], "doc_id": "f", "new_tokens": "10"}, {**rows[0], "doc_id": "g", "step_tokens": "abc"}]
+    folder = write_run(tmp_path / "runs", info, rows, scores, raw_lines=[json.dumps(r) + "\n" for r in bad])
+    result = invoke("report", str(tmp_path / "runs"), "--out", str(tmp_path / "res"), "--bootstrap", "10", "--no-plots")
+    assert result.exit_code == 0, result.output
+    samples = folder / "samples.jsonl"
+    for line, reason in zip(range(7, 13), ("wall_time_s is 'abc', not a number", "steps is missing in a row without an error",
+                                           "doc_id is {'a': 1}, not a string or integer", "turn is 'x', not an integer",
+                                           "new_tokens is '10', not a number", "step_tokens is 'abc', not a list of numbers")):
+        assert f"warning: {samples}:{line}: skipping a malformed row ({reason})" in result.output
+    csv = pd.read_csv(tmp_path / "res" / "leaderboard.csv")
+    assert list(csv["n"]) == [3, 2]  # the good rows, as if the bad ones were not there
+
+
+@pytest.mark.parametrize("manifest_text,message", [("[1, 2]", "holds a JSON list, not an object"),
+                                                   ('{"config": 5}', '"config" is 5, not an object')])
+def test_cli_compare_and_report_of_a_wrongly_shaped_run_json(tmp_path, manifest_text, message):
+    good = write_run(tmp_path / "runs", *RUN1)
+    bad = write_run(tmp_path / "runs", manifest("r2", "m"), RUN1[1])
+    (bad / "run.json").write_text(manifest_text)
+    result = invoke("compare", str(good), str(bad))
+    assert result.exit_code == 2 and f"error: {bad / 'run.json'}" in result.output and message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    result = invoke("report", str(tmp_path / "runs"), "--out", str(tmp_path / "res"), "--no-plots", "--bootstrap", "0")
+    assert result.exit_code == 0 and f"warning: {bad / 'run.json'}" in result.output and message in result.output
+
+
+def test_cli_report_to_a_folder_below_a_file_is_one_line(tmp_path):
+    write_run(tmp_path / "runs", *RUN1)
+    (tmp_path / "somefile").write_text("x")
+    result = invoke("report", str(tmp_path / "runs"), "--out", str(tmp_path / "somefile" / "sub"))
+    assert result.exit_code == 2 and "cannot create the folder" in result.output and "Not a directory" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def _report_writer(runs_dir, out, times):
+    for _ in range(times):
+        report([runs_dir], Path(out), command=f"harness report {runs_dir}", warn=lambda _: None, n_boot=20)
+
+
+def _writers_named(text: str) -> set[str]:
+    return set(re.findall(r"\bw(\d)m\d", text))
+
+
+def test_concurrent_reports_on_one_out_leave_one_writers_complete_set(tmp_path):
+    # three writers, each with its own runs (two models, so plot names carry the writer: w1m0-speedup.png)
+    out = tmp_path / "res"
+    out.mkdir()
+    for w in range(3):
+        for m in range(2):
+            write_run(tmp_path / f"runs{w}", manifest(f"w{w}m{m}", "m", {"k": 4}, model=f"w{w}m{m}"), RUN1[1])
+    writers = [multiprocessing.get_context("fork").Process(target=_report_writer, args=(tmp_path / f"runs{w}", out, 2))
+               for w in range(3)]
+    for p in writers:
+        p.start()
+
+    def snapshot():
+        with report_lock(out, shared=True):
+            return ((out / "leaderboard.csv").read_text(), (out / "report.md").read_text(),
+                    " ".join(sorted(os.listdir(out / "plots"))))
+
+    seen = []
+    while any(p.is_alive() for p in writers):
+        if (out / "report.md").exists():
+            seen.append(snapshot())
+        time.sleep(0.05)
+    for p in writers:
+        p.join()
+        assert p.exitcode == 0
+    seen.append(snapshot())
+    for csv, md, plots in seen:  # whichever writer came last, the three agree on it
+        (writer,) = _writers_named(csv)
+        assert _writers_named(md) == _writers_named(plots) == {writer}
+        assert plots.count(".png") == 8 and md.count("](plots/") == 8
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no staging folders left

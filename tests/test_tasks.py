@@ -361,6 +361,13 @@ def test_interrupted_lm_eval_run_resumes(data_dir, tmp_path, monkeypatch):
     (lambda d: None, ["--task", "gsm8k", "--judge-url", "http://x/v1", "--judge-model", "j"], "applies to mt_bench only"),
     (lambda d: None, ["--task", "mt_bench", "--judge-url", "http://x/v1"], "--judge-url and --judge-model together"),
     (lambda d: None, ["--task", "gsm8kk"], "did you mean 'gsm8k'?"),
+    (lambda d: (d / "gsm8k/test.jsonl").write_text(""), ["--task", "gsm8k"], "task gsm8k: its test split holds no examples"),
+    (lambda d: (d / "mt_bench/question.jsonl").write_text(""), ["--task", "mt_bench"], "its test split holds no examples"),
+    (lambda d: (d / "mt_bench/question.jsonl").write_text('{"question_id": 1, "category": "x", "turns": 5}\n'),
+     ["--task", "mt_bench"], "mt_bench question 1: expected 2 user turns"),
+    (lambda d: (d / "mt_bench/question.jsonl").write_text('{"question_id": "one", "category": "x", "turns": ["a", "b"]}\n'),
+     ["--task", "mt_bench"], "question.jsonl: question 1: question_id 'one' is not an integer"),
+    (lambda d: None, ["--task", "gsm8k", "--num-fewshot", "-1"], "--num-fewshot must be 0 or more"),
 ])
 def test_bad_data_is_one_clear_line_before_the_model_loads(data_dir, tmp_path, monkeypatch, setup, args, message):
     setup(data_dir)
@@ -369,6 +376,46 @@ def test_bad_data_is_one_clear_line_before_the_model_loads(data_dir, tmp_path, m
     result = invoke("run", "--method", "jacobi", "--model", "tiny-random", "--output-dir", str(tmp_path / "r"), *args)
     assert result.exit_code == 2 and message in result.output, result.output
     assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("train_rows,shots", [(GSM_TRAIN, "9"), ([], None)])
+def test_more_few_shot_examples_than_the_train_split_is_one_line_and_leaves_no_run(data_dir, tmp_path, train_rows,
+                                                                                    shots):
+    write_jsonl(data_dir / "gsm8k/train.jsonl", train_rows)
+    out = tmp_path / "runs"
+    fewshot = ["--num-fewshot", shots] if shots else []  # none: the raw gsm8k task's 5
+    result = invoke("run", "--method", "ar", "--task", "gsm8k", "--model", "tiny-random", "--no-chat-template",
+                    *fewshot, "--data-dir", str(data_dir), "--output-dir", str(out))
+    assert result.exit_code == 2 and f"{shots or 5} few-shot examples asked for, but its train split holds " \
+        f"{len(train_rows)}" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not any(out.iterdir())  # failed before its first request: no run folder left behind
+
+
+def test_a_resumed_sampled_mt_bench_run_equals_an_uninterrupted_one(data_dir, tmp_path):
+    out = tmp_path / "runs"
+    result = invoke("run", "--method", "speculative", "-O", "temperature=1", "-O", "draft=ngram", "--task", "mt_bench",
+                    "--model", "tiny-random", "--max-new-tokens", "6", "--data-dir", str(data_dir),
+                    "--output-dir", str(out))
+    assert result.exit_code == 0, result.output
+    whole = run_dir_of(out)
+    keep = ("method", "doc_id", "turn", "order", "seed", "output_sha1", "output")
+
+    def rows(run_dir):
+        return [{k: r[k] for k in keep} for r in map(json.loads, (run_dir / "samples.jsonl").read_text().splitlines())]
+
+    expected = rows(whole)
+    # 2 questions x 2 turns x 2 methods; every turn its own seed and place in the alternation
+    assert [(r["doc_id"], r["turn"], r["seed"]) for r in expected[::2]] == [("0", 1, 0), ("0", 2, 1), ("1", 1, 2), ("1", 2, 3)]
+    for k in (3, 5):  # inside the first question's second turn; inside the second question's first turn
+        cut = out.parent / f"cut{k}" / "run"
+        cut.mkdir(parents=True)
+        (cut / "run.json").write_bytes((whole / "run.json").read_bytes())
+        lines = (whole / "samples.jsonl").read_text().splitlines()[:k]
+        (cut / "samples.jsonl").write_text("".join(line + "\n" for line in lines))
+        result = invoke("run", "--resume", "run", "--output-dir", str(cut.parent))
+        assert result.exit_code == 0 and "resuming" in result.output, result.output
+        assert rows(cut) == expected, k
 
 
 def test_no_data_dir_and_no_hub_says_how_to_provide_data(tmp_path, monkeypatch):

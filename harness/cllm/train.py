@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from harness import HarnessError
 from harness.cllm.trajectories import read_trajectories
+from harness.records import check_writable_dir
 
 log = logging.getLogger(__name__)
 CARD = "cllm.json"  # in a checkpoint directory: its base model and the recipe that made it
@@ -209,6 +210,7 @@ def train(cfg: TrainConfig, echo=print) -> Path:
         raise HarnessError("--horizon must be 0 (whole states) or a positive number of tokens")
     if cfg.loss not in ("global", "local"):
         raise HarnessError(f"--loss must be global or local, not {cfg.loss!r}")
+    check_writable_dir(cfg.out, "--out")
     header, records, _ = read_trajectories(Path(cfg.data))
     if not records:
         raise HarnessError(f"{cfg.data} holds no trajectories")

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness import HarnessError
+from harness.records import check_writable_dir, make_dir
 from methods.kv import cache_kwargs, new_cache, rollback
 
 log = logging.getLogger(__name__)
@@ -246,6 +247,7 @@ def collect(cfg: CollectConfig, echo=print) -> Path:
     if cfg.block_size < 2:
         raise HarnessError(f"--block-size must be at least 2 (got {cfg.block_size})")
     out = Path(cfg.out)
+    check_writable_dir(out.parent, "--out")  # before the model loads
     lm = load_model(cfg.model, cfg.device, cfg.dtype, seed=cfg.seed)
     chat = lm.chat and cfg.chat_template
     prompts = prompts_for(cfg.task, cfg.split, cfg.data_dir, chat, cfg.limit)
@@ -259,7 +261,7 @@ def collect(cfg: CollectConfig, echo=print) -> Path:
         if not same:
             raise HarnessError(f"{out} was collected with other settings ({old}); pass a new --out or the same settings")
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(out.parent)
         out.write_text(json.dumps(header) + "\n")
     records = _complete_samples_only(out, old, records, dropped_before) if old else records
     done = {r["sample_id"] for r in records} | set(dropped_before)

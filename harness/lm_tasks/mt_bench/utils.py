@@ -24,8 +24,7 @@ def load(data_dir=None, judge_url=None, judge_model=None, **_):
         if judge_url:
             prompts = str(local_file(data_dir, "mt_bench/judge_prompts.jsonl", "mt_bench"))
             load_judge_prompts(prompts)  # malformed: the error now, not after generation
-        rows = [{"question_id": int(d["question_id"]), "category": d["category"], "turns": list(d["turns"]),
-                 "reference": refs.get(int(d["question_id"]), d.get("reference") or [])} for d in docs]
+        rows = [_question(d, refs, f"{questions}: question {i}") for i, d in enumerate(docs, 1)]
     else:
         if judge_url:
             raise HarnessError("MT-bench grading needs FastChat's judge_prompts.jsonl: pass --data-dir DIR holding "
@@ -34,10 +33,19 @@ def load(data_dir=None, judge_url=None, judge_model=None, **_):
         rows = [{"question_id": int(d["prompt_id"]), "category": d["category"], "turns": list(d["prompt"]),
                  "reference": [r for r in (d.get("reference") or []) if r]} for d in hub]
     for r in rows:
-        if len(r["turns"]) != 2 or not all(isinstance(t, str) for t in r["turns"]):
-            raise HarnessError(f"mt_bench question {r['question_id']}: expected 2 user turns")
+        if not isinstance(r["turns"], list) or len(r["turns"]) != 2 or not all(isinstance(t, str) for t in r["turns"]):
+            raise HarnessError(f"mt_bench question {r['question_id']}: expected 2 user turns (a list of 2 strings)")
         r.update(judge_url=judge_url or "", judge_model=judge_model or "", judge_prompts=prompts)
     return dataset_dict({"test": rows})
+
+
+def _question(d: dict, refs: dict, where: str) -> dict:
+    try:
+        qid = int(d["question_id"])
+    except (TypeError, ValueError):
+        raise HarnessError(f"{where}: question_id {d['question_id']!r} is not an integer") from None
+    return {"question_id": qid, "category": str(d["category"]), "turns": d["turns"],
+            "reference": refs.get(qid, d.get("reference") or [])}
 
 
 @lru_cache(maxsize=4)
