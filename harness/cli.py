@@ -252,6 +252,31 @@ def compare(run_a, run_b, output_dir):
     click.echo(compare_(resolve_run(run_a, output_dir), resolve_run(run_b, output_dir), warn=_warn))
 
 
+@main.command("lm-eval", context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def lm_eval_cli(args):
+    """lm-evaluation-harness's own CLI with this harness's model and tasks: every argument goes to lm-eval.
+
+    \b
+    harness lm-eval --model parallel-decoding --tasks gsm8k --limit 2 \\
+        --model_args model=smollm2-135m,method=jacobi,block_size=16 --metadata data_dir=../shared/data
+    The model `parallel-decoding` is registered with lm-eval's registry; the tasks' folder is added as
+    --include_path unless one is given, and HARNESS_DATA_DIR becomes --metadata data_dir=... unless given."""
+    import os
+
+    from harness.evaluation import LM_EVAL_NAME  # noqa: F401  (importing it registers the model)
+    from harness.lm_tasks import TASKS_DIR
+    from lm_eval.__main__ import cli_evaluate
+
+    argv = list(args)
+    if "--include_path" not in argv:
+        argv += ["--include_path", str(TASKS_DIR)]
+    if "--metadata" not in argv and os.environ.get("HARNESS_DATA_DIR"):
+        argv += ["--metadata", "data_dir=" + os.environ["HARNESS_DATA_DIR"]]
+    sys.argv = ["lm-eval", *argv]
+    cli_evaluate()
+
+
 @main.group()
 def cllm():
     """CLLM: collect Jacobi trajectories, then consistency-train a model on them."""

@@ -182,10 +182,11 @@ class Session:
     goes first, skipping what an interrupted run already finished, and appending rows as they come.
 
         rows = session.run_pair(prepared, index=0)   # {"jacobi": row, "ar": row}
+    With paired=False the method runs alone (lm-eval's own front ends); rows are written only after `open`.
     """
 
-    def __init__(self, cfg: RunConfig, lm: LoadedModel):
-        self.cfg, self.lm = cfg, lm
+    def __init__(self, cfg: RunConfig, lm: LoadedModel, paired: bool = True):
+        self.cfg, self.lm, self.paired = cfg, lm, paired
         self.chat = lm.chat and cfg.chat_template
         self.eos = eos_ids(lm)
         self._decoders: dict[float | None, dict] = {}
@@ -208,7 +209,7 @@ class Session:
                                        "decodes greedily only")
                 opts["temperature"] = str(temperature)
             out = {cfg.method: build_decoder(cfg.method, opts, self.lm.model, self.loaded)}
-            if cfg.method != BASELINE:
+            if self.paired and cfg.method != BASELINE:
                 # a sampling method is paired with AR sampling at the same temperature
                 base = {"temperature": opts["temperature"]} if "temperature" in opts else {}
                 out[BASELINE] = build_decoder(BASELINE, base, self.lm.model)
@@ -237,8 +238,9 @@ class Session:
                 rows[name] = self.done[key]
                 continue
             rows[name] = run_one(decoders[name][0], name, p, self.cfg, self.cfg.seed + index, position, turn)
-            self.writer.write(rows[name])
-            self.done[key] = rows[name]
+            if self.writer:  # a recorded run; lm-eval's front ends (no run folder) keep nothing
+                self.writer.write(rows[name])
+                self.done[key] = rows[name]
         if bar is not None and len(self.names) > 1 and all(rows[n]["wall_time_s"] for n in self.names):
             for n in self.names:
                 self.wall[n] += rows[n]["wall_time_s"]
