@@ -15,7 +15,7 @@ from lm_eval.api.instance import Instance
 import harness.runner
 from harness import HarnessError
 from harness.cli import main
-from harness.evaluation import build_task_dict, make_harness_lm, make_replay_lm, per_sample_scores
+from harness.evaluation import HarnessLM, build_task_dict, make_replay_lm, per_sample_scores
 from harness.generate import Stopper, generate
 from harness.lm_tasks import common
 from harness.lm_tasks.humaneval import utils as he
@@ -199,7 +199,7 @@ def test_generate_until_runs_method_and_ar_and_honours_until_and_max_gen_toks(ti
     text = tiny.tokenizer.decode(ref)
     stop = text[12:15]  # a stop string the greedy output is known to contain
     session = session_for(tiny, tmp_path)
-    lm = make_harness_lm(session)
+    lm = HarnessLM(session)
     out = lm.generate_until([instance(prompt, {"until": [stop], "max_gen_toks": 40}, 0),
                              instance(prompt, {"until": [], "max_gen_toks": 7}, 1)])
     session.close()
@@ -213,7 +213,7 @@ def test_generate_until_runs_method_and_ar_and_honours_until_and_max_gen_toks(ti
 
 def test_generate_until_checks_every_prompt_before_generating(tiny, tmp_path):
     session = session_for(tiny, tmp_path)
-    lm = make_harness_lm(session)
+    lm = HarnessLM(session)
     with pytest.raises(HarnessError, match="the prompt has 600 tokens but the model's context is 512"):
         lm.generate_until([instance("short", {"max_gen_toks": 4}, 0), instance("x" * 600, {"max_gen_toks": 4}, 1)])
     session.close()
@@ -221,7 +221,7 @@ def test_generate_until_checks_every_prompt_before_generating(tiny, tmp_path):
 
 
 def test_loglikelihood_is_refused(tiny, tmp_path):
-    lm = make_harness_lm(session_for(tiny, tmp_path))
+    lm = HarnessLM(session_for(tiny, tmp_path))
     with pytest.raises(HarnessError, match="generative tasks only"):
         lm.loglikelihood([])
     with pytest.raises(HarnessError, match="generative tasks only"):
@@ -232,19 +232,19 @@ def test_task_temperature_reaches_sampling_methods_and_greedy_ones_refuse(tiny, 
     sampling = {"until": [], "max_gen_toks": 6, "do_sample": True, "temperature": 0.9}
     (tmp_path / "a").mkdir()
     session = session_for(tiny, tmp_path / "a", method="speculative")
-    make_harness_lm(session).generate_until([instance("Hello", sampling)])
+    HarnessLM(session).generate_until([instance("Hello", sampling)])
     session.close()
     decoders = session.decoders(0.9)
     assert decoders["speculative"][1]["temperature"] == 0.9 and decoders["ar"][1]["temperature"] == 0.9
     session = session_for(tiny, tmp_path, method="jacobi")
     with pytest.raises(HarnessError, match="decodes greedily only"):
-        make_harness_lm(session).generate_until([instance("Hello", sampling)])
+        HarnessLM(session).generate_until([instance("Hello", sampling)])
 
 
 def test_multi_turn_conditions_the_second_turn_on_the_methods_own_answer(tiny, tmp_path):
     session = session_for(tiny, tmp_path)
     doc = {"turns": ["Hi there", "Say more"]}
-    out = make_harness_lm(session).generate_until(
+    out = HarnessLM(session).generate_until(
         [instance("Hi there", {"until": [], "max_gen_toks": 6, "multi_turn": True}, 5, doc)])
     session.close()
     answers = json.loads(out[0])
