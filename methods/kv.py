@@ -66,13 +66,23 @@ def tree_forward(model: torch.nn.Module, input_ids: torch.Tensor, cache: Dynamic
                  position_ids=positions.unsqueeze(0), logits_to_keep=keep).logits
 
 
+def model_mask(model: torch.nn.Module, ok: torch.Tensor) -> torch.Tensor:
+    """A (q, k) bool matrix (True: query i may attend to key j) as the (1, 1, q, k) mask transformers uses
+    as-is: bool for sdpa, additive (0 / dtype min) for eager attention. The one 4D-mask builder of the
+    lookahead tree, CLLM trajectory collection and CLLM training."""
+    impl = getattr(model.config.get_text_config(), "_attn_implementation", None) or "eager"
+    if impl not in ("sdpa", "eager"):
+        raise CacheRollbackError(f"a custom attention mask needs attn_implementation sdpa or eager, not {impl}")
+    if impl == "sdpa":
+        return ok[None, None]
+    dtype = next(model.parameters()).dtype
+    return torch.zeros(ok.shape, dtype=dtype, device=ok.device).masked_fill(~ok, torch.finfo(dtype).min)[None, None]
+
+
 def tree_attention_mask(model, cache: DynamicCache, allowed: torch.Tensor, positions: torch.Tensor):
     """The 4D mask (or {layer type: mask} for models that mix full and sliding layers) that transformers
     uses as-is. Its key axis covers what each cache layer exposes (get_mask_sizes) plus the new tokens."""
     config = model.config.get_text_config()
-    impl = getattr(config, "_attn_implementation", None) or "eager"
-    if impl not in ("sdpa", "eager"):
-        raise CacheRollbackError(f"tree attention needs attn_implementation sdpa or eager, not {impl}")
     window = getattr(config, "sliding_window", None)
     layer_types = getattr(config, "layer_types", None)
     cached = cache.get_seq_length()
@@ -85,10 +95,7 @@ def tree_attention_mask(model, cache: DynamicCache, allowed: torch.Tensor, posit
         ok = torch.cat([torch.ones(q, n_cached, dtype=torch.bool, device=allowed.device), allowed], dim=1)
         if sliding and window:
             ok &= (positions[:, None] - k_pos[None, :]) < window
-        if impl == "sdpa":
-            return ok[None, None]
-        dtype = next(model.parameters()).dtype
-        return torch.zeros(ok.shape, dtype=dtype, device=ok.device).masked_fill(~ok, torch.finfo(dtype).min)[None, None]
+        return model_mask(model, ok)
 
     if layer_types:
         return {kind: build(layer_types.index(kind), kind == "sliding_attention") for kind in set(layer_types)}

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from harness import HarnessError
 from harness.cllm.trajectories import read_trajectories
+from methods.kv import model_mask
 from harness.records import check_writable_dir
 
 log = logging.getLogger(__name__)
@@ -141,11 +142,7 @@ def pack(sample: dict, loss: str, rng: random.Random, states_per_block: int = 1,
 
 
 def cllm_losses(model, batch: dict, ar_weight: float) -> tuple[torch.Tensor, dict]:
-    mask = batch["mask"][None, None]  # (1, 1, L, L)
-    attn = getattr(model.config, "_attn_implementation", "sdpa")
-    if attn != "sdpa":
-        dtype = next(model.parameters()).dtype
-        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+    mask = model_mask(model, batch["mask"])  # (1, 1, L, L)
     # Logits only at the positions a loss reads (the state tokens' last one and the prompt's don't).
     need = torch.cat([batch["ar_index"], batch["student_index"], batch["teacher_index"]])
     keep, where = torch.unique(need, return_inverse=True)

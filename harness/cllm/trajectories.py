@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from harness import HarnessError
 from harness.records import check_writable_dir, make_dir
-from methods.kv import cache_kwargs, new_cache, rollback
+from methods.kv import cache_kwargs, model_mask, new_cache, rollback
 
 log = logging.getLogger(__name__)
 FORMAT = "harness-cllm-trajectories"
@@ -136,10 +136,7 @@ def jacobi_blocks(model, prompt: list[int], answer: list[int], n: int, rng: rand
             start_t = torch.tensor([P + starts[j] for j in owner], device=device)
             sees_cache = torch.arange(P + T, device=device)[None, :] < start_t[:, None]  # (q, P+T)
             sees_new = (owner_t[:, None] == owner_t[None, :]) & (pos_t[None, :] <= pos_t[:, None])  # (q, q)
-            mask = torch.cat([sees_cache, sees_new], dim=1)[None, None]
-            if getattr(model.config, "_attn_implementation", "sdpa") != "sdpa":
-                dtype = next(model.parameters()).dtype
-                mask = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, torch.finfo(dtype).min)
+            mask = model_mask(model, torch.cat([sees_cache, sees_new], dim=1))  # (1, 1, q, P+T+q)
             preds = model(input_ids=torch.tensor([tokens], device=device), **cache_kwargs(model, cache),
                           attention_mask=mask, position_ids=pos_t[None]).logits[0].argmax(-1).tolist()
             rollback(cache, q)
