@@ -19,9 +19,9 @@ from tqdm.auto import tqdm
 
 from harness import HarnessError
 from harness.generate import Stopper, generate
-from harness.models import LoadedModel, load_model
-from harness.records import (MANIFEST, SAMPLES, SCORES, SUMMARY, SampleWriter, git_commit, hardware, new_run_id,
-                             read_json, read_samples, versions, write_json_atomic)
+from harness.models import LoadedModel, hash_cache, load_model
+from harness.records import (MANIFEST, SAMPLES, SCORES, SUMMARY, SampleWriter, content_hash, git_commit, hardware,
+                             new_run_id, read_json, read_samples, versions, write_json_atomic)
 from harness.summary import BASELINE, format_table, summarize
 from harness.tasks import Request, get_task
 from methods import available_methods, get_method
@@ -234,12 +234,26 @@ class Session:
             self.writer = None
 
 
-def manifest(cfg: RunConfig, run_id: str, lm: LoadedModel, task, method_options: dict) -> dict:
+def describe_loaded(decoder: Decoder) -> dict[str, dict]:
+    """{role: description} of the models a decoder loaded itself (a CLLM checkpoint, a draft model), each
+    with its content hash: from its describe(), or hashed here when the decoder exposes only a path."""
+    out = {}
+    for role, obj in decoder.loaded_models.items():
+        if hasattr(obj, "describe"):
+            out[role] = obj.describe()
+        else:
+            path = Path(obj)
+            out[role] = {"path": str(path), **(content_hash(path, hash_cache()) if path.exists() else {})}
+    return out
+
+
+def manifest(cfg: RunConfig, run_id: str, lm: LoadedModel, task, decoder: Decoder, method_options: dict) -> dict:
     spec = available_methods()[cfg.method]
     return {"run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "config": dataclasses.asdict(cfg), "versions": versions(), "git": git_commit(),
             "hardware": hardware(lm.device), "model": lm.describe(), "task": task.describe(),
-            "method": {"name": cfg.method, "origin": spec.origin, "target": spec.target, "options": method_options},
+            "method": {"name": cfg.method, "origin": spec.origin, "target": spec.target, "options": method_options,
+                       "models": describe_loaded(decoder)},
             "baseline": BASELINE, "limit": cfg.limit, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens}
 
 
@@ -275,7 +289,7 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print, lm: LoadedModel |
         info = read_json(run_dir / MANIFEST)
     else:
         run_dir.mkdir(parents=True, exist_ok=False)
-        info = manifest(cfg, run_id, lm, task, session.decoders(None)[cfg.method][1])
+        info = manifest(cfg, run_id, lm, task, *session.decoders(None)[cfg.method])
         write_json_atomic(run_dir / MANIFEST, info)
     session.open(run_dir)
     if session.done:

@@ -78,3 +78,9 @@ class Decoder:
     def decode(self, input_ids: torch.Tensor, max_new_tokens: int) -> Iterator[Step]:
         """input_ids: (1, T) on the model's device. Yields Steps until max_new_tokens are committed."""
         raise NotImplementedError
+
+    @property
+    def loaded_models(self) -> dict[str, Any]:
+        """Models this decoder loaded besides the one it was given, by role ({"checkpoint": ...}): what the
+        loader returned (something with describe()) or a path. The harness records their content hashes."""
+        return {}

@@ -36,3 +36,7 @@ class CLLM(Jacobi):
                              f"tokens, the base model {model.config.vocab_size}; pass the checkpoint's base as --model")
         self.checkpoint = loaded
         super().__init__(loaded.model, options)
+
+    @property
+    def loaded_models(self):
+        return {"checkpoint": self.checkpoint}

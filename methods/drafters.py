@@ -69,10 +69,12 @@ class NgramDrafter(Drafter):
 
 
 class ModelDrafter(Drafter):
-    """A small causal LM drafts k tokens autoregressively with its own KV cache."""
+    """A small causal LM drafts k tokens autoregressively with its own KV cache. `loaded` is what the
+    loader returned for it (recorded with the run), None for a view of the target."""
 
     def __init__(self, target, arg):
         super().__init__(target, arg)
+        self.loaded = None
         self.model = self._load(arg)
         vd, vt = self.model.config.get_text_config().vocab_size, target.config.get_text_config().vocab_size
         if vd != vt:
@@ -84,7 +86,8 @@ class ModelDrafter(Drafter):
         from harness.models import load_model
 
         p = next(self.target.parameters())
-        return load_model(spec, device=str(p.device), dtype=str(p.dtype).replace("torch.", "")).model
+        self.loaded = load_model(spec, device=str(p.device), dtype=str(p.dtype).replace("torch.", ""))
+        return self.loaded.model
 
     def reset(self):
         self.cache, self.cached = new_cache(self.model), []

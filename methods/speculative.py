@@ -42,6 +42,11 @@ class Speculative(Decoder):
         except ValueError as e:
             raise ValueError(f"draft={self.options.draft}: {e}") from None
 
+    @property
+    def loaded_models(self):
+        loaded = getattr(self.drafter, "loaded", None)  # a draft model the drafter loaded itself
+        return {"draft": loaded} if loaded is not None else {}
+
     @torch.inference_mode()
     def decode(self, input_ids: torch.Tensor, max_new_tokens: int) -> Iterator[Step]:
         o, T, device = self.options, self.options.temperature, input_ids.device

@@ -6,6 +6,7 @@ import torch
 
 from harness.generate import Stopper, generate
 from harness.models import tiny_random
+from harness.records import content_hash
 from methods import get_method
 from methods.drafters import DRAFTERS, Drafter, ModelDrafter, NgramDrafter, make_drafter, truncated_view
 from methods.kv import CacheRollbackError, new_cache, rollback
@@ -36,6 +37,8 @@ def test_local_model_directory_as_draft(tmp_path, loopy):
     draft.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     spec = decoder("speculative", {"draft": str(tmp_path), "k": "3"}, model)
+    assert spec.loaded_models["draft"].describe()["sha256"] == content_hash(tmp_path)["sha256"]  # for run.json
+    assert decoder("speculative", {"draft": "ngram"}, model).loaded_models == {}
     ar = decoder("ar", {}, model)
     for prompt in PROMPTS[:4]:
         ids = encode(tok, prompt)
