@@ -168,7 +168,7 @@ def _warn(message: str) -> None:
 @click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
               help="Where leaderboard.csv, report.md and plots/ go.")
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=2000, show_default=True,
-              help="Bootstrap resamples for the 95% intervals (0: no intervals).")
+              help="Bootstrap resamples for the 95% intervals, by document (none below 10 documents; 0: none).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 @click.option("--plots/--no-plots", default=True, show_default=True)
 def report(run_dirs, out, n_boot, seed, plots):
@@ -298,3 +298,7 @@ def train(**kwargs):
     from harness.cllm.train import TrainConfig, train as train_
 
     train_(TrainConfig(**kwargs), echo=click.echo)
+
+
+if __name__ == "__main__":  # python -m harness.cli runs this checkout without installing it
+    main()

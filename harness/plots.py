@@ -52,9 +52,11 @@ def speedup_bars(board: pd.DataFrame, model: str, hardware: str, colour: dict):
     for i, name in enumerate(names):
         r = rows[rows["label"] == name].set_index("task").reindex(tasks)
         x = np.arange(len(tasks)) + (i - (len(names) - 1) / 2) * width
-        err = np.vstack([r["speedup"] - r["speedup_lo"], r["speedup_hi"] - r["speedup"]]).astype(float)
-        ax.bar(x, r["speedup"].astype(float), width, label=name, color=colour.get(name),
-               yerr=np.nan_to_num(err), capsize=3, ecolor="0.3")
+        ax.bar(x, r["speedup"].astype(float), width, label=name, color=colour.get(name))
+        has = r["speedup_lo"].notna().to_numpy() & r["speedup_hi"].notna().to_numpy()  # no bar where no interval
+        if has.any():
+            err = np.vstack([r["speedup"] - r["speedup_lo"], r["speedup_hi"] - r["speedup"]]).astype(float)[:, has]
+            ax.errorbar(x[has], r["speedup"].astype(float)[has], yerr=err, fmt="none", capsize=3, ecolor="0.3")
         for xi, v in zip(x, r["speedup"]):  # the value at the bar's foot, clear of the error bar's cap
             if not pd.isna(v):
                 ax.text(xi, 0.01, f"{v:.2f}×", transform=ax.get_xaxis_transform(), ha="center", va="bottom",

@@ -302,14 +302,14 @@ def test_load_runs_bad_paths_are_errors(tmp_path):
 
 
 def synthetic_runs() -> Runs:
-    """Two tasks, three method variants, one of them without a metric; per-step counts in every row."""
+    """Two tasks, three method variants, 12 documents each; per-step counts in every row."""
     rng = np.random.default_rng(0)
     runs = []
     for t, task in enumerate(("gsm8k", "humaneval")):
         for i, (method, opts, tps) in enumerate((("jacobi", {"block_size": 16}, 1.1), ("lookahead", {}, 1.6),
                                                  ("speculative", {"draft": "ngram"}, 1.8))):
             rows, scores = [], []
-            for d in range(6):
+            for d in range(12):  # enough documents for intervals
                 steps = [int(x) for x in rng.integers(1, 2 * tps, 20)] + [17]
                 ar_wall = rng.uniform(1.0, 2.0)
                 rows += [sample("ar", str(d), ar_wall, sum(steps), sum(steps), sha=str(d)),
