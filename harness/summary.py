@@ -56,7 +56,8 @@ def timed(pairs: pd.DataFrame) -> pd.DataFrame:
 
 def _columns(pairs: pd.DataFrame) -> tuple[np.ndarray, ...]:
     """(method tokens, method seconds, AR tokens, AR seconds), one entry per pair."""
-    return tuple(pairs[c].to_numpy(dtype=float) for c in ("new_tokens", "wall_time_s", "new_tokens_ar", "wall_time_s_ar"))
+    cols = ("new_tokens", "wall_time_s", "new_tokens_ar", "wall_time_s_ar")
+    return tuple(pairs[c].to_numpy(dtype=float) for c in cols)
 
 
 def speedups(pairs: pd.DataFrame) -> dict:
