@@ -1,5 +1,6 @@
 """`harness compare RUN_A RUN_B`: two runs side by side: the conditions that differ, each method's
-metrics with B − A and B / A, and how many requests got the same output in both.
+metrics with B − A and B / A, and how many requests got the same output in both. `speedup` is the ratio of
+throughputs against the run's own AR, `length_ratio` the method's output length relative to AR's.
 
     print(compare(resolve_run("20261121-233427-77a3", "results/runs"), Path("elsewhere/run")))
 """
@@ -15,7 +16,7 @@ from harness.report import leaderboard, load_runs
 from harness.summary import BASELINE
 
 QUANTITIES = (("n", "d"), ("n_errors", "d"), ("tokens_per_step", ".3f"), ("tokens_per_s", ".2f"),
-              ("speedup", ".3f"), ("speedup_geomean", ".3f"), ("acceptance_rate", ".3f"),
+              ("speedup", ".3f"), ("speedup_geomean", ".3f"), ("length_ratio", ".3f"), ("acceptance_rate", ".3f"),
               ("lossless_rate", ".3f"), ("accuracy", ".3f"))
 SAME_ANYWAY = {"run_id", "created", "config.output_dir"}  # differ between any two runs
 

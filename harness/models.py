@@ -3,24 +3,26 @@
     lm = load_model("smollm2-135m", device="auto", dtype="auto")   # -> LoadedModel(model, tokenizer, ...)
 GGUF files are dequantized once and cached as safetensors under $HARNESS_CACHE_DIR (default
 ~/.cache/harness); `tiny-random` is a small seeded Llama built from a config, for tests (no download).
+`describe()` records what was loaded: the sha256 of the file or directory (cached by path, size and mtime),
+or the hub commit; an adapter also describes its base model.
 """
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import logging
 import os
 import shutil
 import socket
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 import torch
 
 from harness import HarnessError
+from harness.records import content_hash, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +49,21 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     context_length: int
+    content: dict = field(default_factory=dict)  # {"sha256", "files"} of a file or directory, {"revision"} on the hub
+    base: LoadedModel | None = None  # an adapter's base model
 
     @property
     def chat(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
     def describe(self) -> dict:
-        return {"name": self.name, "source": self.source, "path": self.path, "device": str(self.device),
-                "dtype": str(self.dtype).replace("torch.", ""), "context_length": self.context_length,
-                "chat_template": self.chat, "architecture": type(self.model).__name__,
-                "parameters": sum(p.numel() for p in self.model.parameters())}
+        out = {"name": self.name, "source": self.source, "path": self.path, "device": str(self.device),
+               "dtype": str(self.dtype).replace("torch.", ""), "context_length": self.context_length,
+               "chat_template": self.chat, "architecture": type(self.model).__name__,
+               "parameters": sum(p.numel() for p in self.model.parameters()), **self.content}
+        if self.base is not None:
+            out["base"] = self.base.describe()
+        return out
 
 
 def cache_root() -> Path:
@@ -94,19 +101,29 @@ def embedded_gguf_path(alias: str) -> Path:
     raise HarnessError(f"package {dist_name} has no {filename}; reinstall it: {hint}")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def hash_cache() -> Path:
+    """Where file digests are remembered (by path, size and mtime), so big files are hashed once."""
+    return cache_root() / "sha256.json"
+
+
+def hub_revision(repo_id: str, model) -> str | None:
+    """The commit a hub model was loaded from: its snapshot folder in the local cache (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json")
+        if isinstance(found, str):
+            return Path(found).parent.name  # .../snapshots/<commit>/config.json
+    except Exception as e:  # provenance is best effort: never a reason for a run to fail
+        log.debug("no cached snapshot for %s: %s", repo_id, e)
+    return getattr(model.config, "_commit_hash", None)
 
 
 def gguf_cache_dir(gguf: Path) -> Path:
     """Dequantize a GGUF file once into a safetensors model directory; later loads take seconds."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    digest = _sha256(gguf)
+    digest = file_sha256(gguf, hash_cache())
     target = cache_root() / "gguf" / f"{gguf.stem}-{digest[:16]}"
     if (target / "source.json").exists():
         return target
@@ -261,7 +278,12 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto", seed: int =
         except Exception as e:
             raise HarnessError(f"could not load model {spec!r} from {where} as a causal LM: {_first_line(e)}") from None
     model.eval()
-    return LoadedModel(model, tok, spec, "alias" if spec in ALIASES else source, path, dev, dt, _context_length(model))
+    if source == "hub":
+        content = {"revision": hub_revision(spec, model)}
+    else:
+        content = content_hash(Path(path), hash_cache()) if source in ("gguf", "dir") else {}
+    return LoadedModel(model, tok, spec, "alias" if spec in ALIASES else source, path, dev, dt, _context_length(model),
+                       content)
 
 
 def model_loader(loaded: list[dict] | None = None):
@@ -291,4 +313,5 @@ def load_adapter(spec: str, folder: Path, device: str, dtype: str, seed: int) ->
     except Exception as e:
         raise HarnessError(f"could not apply the adapter in {folder} to {base_spec}: {_first_line(e)}") from None
     model = model.to(device=base.device, dtype=base.dtype).eval()
-    return LoadedModel(model, base.tokenizer, spec, "cllm", str(folder), base.device, base.dtype, base.context_length)
+    return LoadedModel(model, base.tokenizer, spec, "cllm", str(folder), base.device, base.dtype, base.context_length,
+                       content_hash(folder, hash_cache()), base)

@@ -1,8 +1,9 @@
 """The report's plots (matplotlib, Agg backend, PNG), one set per (model, hardware) in the leaderboard.
 
     figures = make_plots(board, samples, Path("results/plots"))   # {(model, hardware): {kind: path}}
-Kinds: `speedup` (bars with 95% intervals per task), `speedup_vs_tokens_per_step`, `accuracy_vs_speedup`
-and `step_tokens` (the distribution of tokens committed per step). Every figure names its model and hardware.
+Kinds: `speedup` (bars with 95% intervals per task, where there are enough documents),
+`speedup_vs_tokens_per_step`, `accuracy_vs_speedup` and `step_tokens` (the distribution of tokens committed
+per step). Every figure names its model and hardware.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pandas as pd  # noqa: E402
 
 from harness.records import write_atomic  # noqa: E402
 from harness.report import labels  # noqa: E402
-from harness.summary import BASELINE  # noqa: E402
+from harness.summary import BASELINE, MIN_DOCS  # noqa: E402
 
 KINDS = ("speedup", "speedup_vs_tokens_per_step", "accuracy_vs_speedup", "step_tokens")
 MARKERS = "osD^vP*Xh<>"
@@ -51,9 +52,11 @@ def speedup_bars(board: pd.DataFrame, model: str, hardware: str, colour: dict):
     for i, name in enumerate(names):
         r = rows[rows["label"] == name].set_index("task").reindex(tasks)
         x = np.arange(len(tasks)) + (i - (len(names) - 1) / 2) * width
-        err = np.vstack([r["speedup"] - r["speedup_lo"], r["speedup_hi"] - r["speedup"]]).astype(float)
-        ax.bar(x, r["speedup"].astype(float), width, label=name, color=colour.get(name),
-               yerr=np.nan_to_num(err), capsize=3, ecolor="0.3")
+        ax.bar(x, r["speedup"].astype(float), width, label=name, color=colour.get(name))
+        has = r["speedup_lo"].notna().to_numpy() & r["speedup_hi"].notna().to_numpy()  # no bar where no interval
+        if has.any():
+            err = np.vstack([r["speedup"] - r["speedup_lo"], r["speedup_hi"] - r["speedup"]]).astype(float)[:, has]
+            ax.errorbar(x[has], r["speedup"].astype(float)[has], yerr=err, fmt="none", capsize=3, ecolor="0.3")
         for xi, v in zip(x, r["speedup"]):  # the value at the bar's foot, clear of the error bar's cap
             if not pd.isna(v):
                 ax.text(xi, 0.01, f"{v:.2f}×", transform=ax.get_xaxis_transform(), ha="center", va="bottom",
@@ -61,9 +64,10 @@ def speedup_bars(board: pd.DataFrame, model: str, hardware: str, colour: dict):
     ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="AR (1×)")
     ax.set_xticks(np.arange(len(tasks)), tasks)
     ax.set_xlabel("task")
-    ax.set_ylabel("speedup vs AR (×) = Σ AR time / Σ method time")
+    ax.set_ylabel("speedup vs AR (×): method tokens/s ÷ AR tokens/s")
     ax.legend(fontsize=8, loc="best")
-    _title(ax, "Speedup vs AR per task (error bars: 95% bootstrap interval over requests)", model, hardware)
+    _title(ax, f"Speedup vs AR per task (error bars: 95% bootstrap interval over documents, none below {MIN_DOCS})",
+           model, hardware)
     return fig
 
 

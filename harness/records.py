@@ -4,6 +4,7 @@ interrupted run resumes without losing or redoing finished samples.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -213,6 +214,54 @@ class SampleWriter:
         self.f.close()
 
 
+# the files of a model directory that make it what it is: weights, configs, tokenizer files, custom code
+HASHED_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".json", ".model", ".txt", ".tiktoken", ".py")
+
+
+def _read_hash_cache(cache: Path | None) -> dict:
+    try:
+        known = json.loads(cache.read_text()) if cache else {}
+        return known if isinstance(known, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def file_sha256(path: Path, cache: Path | None = None) -> str:
+    """The sha256 of a file's content. With `cache` (a JSON file) the digest is remembered by path, size and
+    modification time, so that a big file is read once rather than at every run."""
+    path = Path(path).resolve()
+    st = path.stat()
+    stamp = [st.st_size, st.st_mtime_ns]
+    hit = _read_hash_cache(cache).get(str(path))
+    if isinstance(hit, list) and hit[:2] == stamp:
+        return hit[2]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    if cache is not None:
+        known = _read_hash_cache(cache)  # again: another process may have added entries meanwhile
+        known = {k: v for k, v in known.items() if Path(k).exists()}  # forget files that are gone
+        known[str(path)] = [*stamp, digest]
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(cache, known)
+    return digest
+
+
+def content_hash(path: Path, cache: Path | None = None) -> dict:
+    """What a model file or directory holds: {"sha256"} of a file; for a directory, {"sha256", "files"}: the
+    sha256 of each weight, config and tokenizer file at its top level (HASHED_SUFFIXES) and one sha256 over
+    those (name and digest per line, sorted), so that two directories with the same files hash the same."""
+    path = Path(path)
+    if path.is_file():
+        return {"sha256": file_sha256(path, cache)}
+    files = {p.name: file_sha256(p, cache) for p in sorted(path.iterdir())
+             if p.is_file() and p.suffix in HASHED_SUFFIXES and not p.name.startswith(".")}
+    listing = "".join(f"{name}\t{digest}\n" for name, digest in files.items())
+    return {"sha256": hashlib.sha256(listing.encode()).hexdigest(), "files": files}
+
+
 def git_commit() -> dict:
     root = Path(__file__).resolve().parent.parent
     try:
@@ -261,12 +310,16 @@ def hardware(device: torch.device) -> dict:
 
 
 def versions() -> dict:
-    import transformers
-
+    """The versions of Python, the libraries that decode or score (torch, transformers, lm_eval, peft), the
+    harness and the platform."""
     from importlib.metadata import PackageNotFoundError, version
-    try:
-        harness_version = version("parallel-decoding-harness")
-    except PackageNotFoundError:
-        harness_version = None
+
+    def installed(dist):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return None
+
     return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "harness": harness_version, "platform": platform.platform()}
+            "transformers": installed("transformers"), "lm_eval": installed("lm_eval"), "peft": installed("peft"),
+            "harness": installed("parallel-decoding-harness"), "platform": platform.platform()}

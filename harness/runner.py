@@ -32,6 +32,10 @@ from methods.base import Decoder, OptionError
 
 log = logging.getLogger(__name__)
 WARMUP_TOKENS = 16
+SPEEDUP_DEFINITION = ("(sum method new_tokens / sum method wall_time_s) / (sum ar new_tokens / sum ar wall_time_s) "
+                      "over paired requests (same doc_id and turn, both finished with at least one token); "
+                      "speedup_geomean: geometric mean of the per-request throughput ratios; "
+                      "length_ratio: sum method new_tokens / sum ar new_tokens over the same pairs")
 DEFAULT_MAX_NEW = 128  # for a prompts file; lm-eval tasks set their own
 
 
@@ -194,7 +198,7 @@ class Session:
         self.names = list(self.decoders(None))  # bad options fail now, before any work
         self.done: dict[tuple, dict] = {}
         self.writer = None
-        self.wall = dict.fromkeys(self.names, 0.0)  # this session's paired wall times, for the live speedup
+        self.live = {n: [0, 0.0] for n in self.names}  # this session's paired [tokens, seconds], for the live speedup
         self.warmed = False
 
     def decoders(self, temperature: float | None) -> dict:
@@ -241,10 +245,12 @@ class Session:
             if self.writer:  # a recorded run; lm-eval's front ends (no run folder) keep nothing
                 self.writer.write(rows[name])
                 self.done[key] = rows[name]
-        if bar is not None and len(self.names) > 1 and all(rows[n]["wall_time_s"] for n in self.names):
+        if bar is not None and len(self.names) > 1 and all(rows[n]["new_tokens"] for n in self.names):
             for n in self.names:
-                self.wall[n] += rows[n]["wall_time_s"]
-            bar.set_postfix(speedup=f"{self.wall[BASELINE] / self.wall[self.cfg.method]:.2f}")
+                self.live[n][0] += rows[n]["new_tokens"]
+                self.live[n][1] += rows[n]["wall_time_s"]
+            (m_tok, m_s), (a_tok, a_s) = self.live[self.cfg.method], self.live[BASELINE]
+            bar.set_postfix(speedup=f"{(m_tok / m_s) / (a_tok / a_s):.2f}")  # the ratio of throughputs
         return rows
 
     def open(self, run_dir: Path) -> None:
@@ -276,7 +282,7 @@ def write_summary(run_dir: Path, info: dict, task=None) -> dict:
     metric = task.metric if task else info["task"].get("metric")
     extra = tuple(getattr(task, "extra_metrics", ()))
     summary = {"model": info["model"]["name"], "task": info["task"]["name"], "hardware": info["hardware"]["label"],
-               "speedup_definition": "sum(ar wall_time_s) / sum(method wall_time_s) over paired requests",
+               "speedup_definition": SPEEDUP_DEFINITION,
                "metric": metric, "skipped": info["task"].get("skipped") or {},
                "methods": summarize(read_samples(run_dir / SAMPLES), scores=scores, metric=metric, extra_metrics=extra)}
     write_json_atomic(run_dir / SUMMARY, summary)

@@ -1,15 +1,22 @@
 """Pure summary of samples rows: per-method throughput, tokens per step, and paired speedup vs AR.
 
-`speedup` is the ratio of total times, sum(AR wall time) / sum(method wall time), over the requests
-where both succeeded; `speedup_geomean` is the geometric mean of the per-request ratios.
+`speedup` is the ratio of throughputs over the paired requests (the same doc_id and turn, both finished
+with at least one token): (Σ method new_tokens / Σ method wall_time_s) / (Σ AR new_tokens / Σ AR
+wall_time_s); `speedup_geomean` is the geometric mean of the per-request throughput ratios; `length_ratio`
+is Σ method new_tokens / Σ AR new_tokens. For a lossless method the lengths are equal, so the speedup is
+the ratio of times. `bootstrap_speedups` gives 95% intervals by resampling documents (a conversation's
+turns together), and none below MIN_DOCS documents. Definitions: docs/measurement.md.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 BASELINE = "ar"
+MIN_DOCS = 10  # fewer documents than this: no bootstrap interval
+INTERVALS = ("speedup_lo", "speedup_hi", "speedup_geomean_lo", "speedup_geomean_hi")
 
 
 def _finite(x):
@@ -39,15 +46,69 @@ def pair(method: pd.DataFrame, base: pd.DataFrame, on: tuple[str, ...] = ("doc_i
     return method.merge(base, on=list(on), suffixes=("", "_ar"))
 
 
+def timed(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The pairs every ratio is taken over: both sides produced at least one token in a positive time."""
+    if pairs.empty:
+        return pairs
+    ok = [pairs[f"{c}{side}"].astype(float) > 0 for c in ("new_tokens", "wall_time_s") for side in ("", "_ar")]
+    return pairs[pd.concat(ok, axis=1).all(axis=1)]
+
+
+def _columns(pairs: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    """(method tokens, method seconds, AR tokens, AR seconds), one entry per pair."""
+    cols = ("new_tokens", "wall_time_s", "new_tokens_ar", "wall_time_s_ar")
+    return tuple(pairs[c].to_numpy(dtype=float) for c in cols)
+
+
+def speedups(pairs: pd.DataFrame) -> dict:
+    """`speedup` (ratio of throughputs), `speedup_geomean` (geometric mean of per-request throughput
+    ratios) and `length_ratio` (Σ method tokens / Σ AR tokens) over `timed` pairs; None without pairs."""
+    if pairs.empty:
+        return {"speedup": None, "speedup_geomean": None, "length_ratio": None}
+    m_tok, m_s, a_tok, a_s = _columns(pairs)
+    per_request = (m_tok / m_s) / (a_tok / a_s)
+    return {"speedup": _finite(float((m_tok.sum() / m_s.sum()) / (a_tok.sum() / a_s.sum()))),
+            "speedup_geomean": _finite(float(np.exp(np.log(per_request).mean()))),
+            "length_ratio": _finite(float(m_tok.sum() / a_tok.sum()))}
+
+
+def bootstrap_speedups(pairs: pd.DataFrame, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
+                       min_docs: int = MIN_DOCS) -> dict:
+    """The estimates of `speedups` with percentile bootstrap intervals (`speedup_lo`/`_hi`,
+    `speedup_geomean_lo`/`_hi`) from resampling documents with replacement (seeded): a document brings
+    all its pairs (the turns of a conversation move together). Below `min_docs` documents, or with
+    n_boot = 0, the intervals are None and `interval_note` says why. Also returns `n_docs`."""
+    out = {**dict.fromkeys(INTERVALS), **speedups(pairs), "n_docs": int(pairs["doc_id"].nunique()) if len(pairs) else 0,
+           "interval_note": None}
+    if out["speedup"] is None:
+        return out
+    if out["n_docs"] < min_docs:
+        out["interval_note"] = (f"{out['n_docs']} document{'s' * (out['n_docs'] != 1)}, fewer than {min_docs}: "
+                                "too few to resample, no interval")
+        return out
+    if n_boot < 1:
+        out["interval_note"] = "no bootstrap (n_boot = 0)"
+        return out
+    m_tok, m_s, a_tok, a_s = _columns(pairs)
+    per_doc = pd.DataFrame({"doc": pairs["doc_id"].to_numpy(), "m_tok": m_tok, "m_s": m_s, "a_tok": a_tok,
+                            "a_s": a_s, "log_ratio": np.log((m_tok / m_s) / (a_tok / a_s)), "n": 1.0})
+    d = per_doc.groupby("doc", sort=False).sum()  # (D, 6): every column summed over the document's pairs
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))  # (B, D) resampled documents
+    col = {c: d[c].to_numpy()[idx].sum(axis=1) for c in d.columns}  # each (B,)
+    ratio = (col["m_tok"] / col["m_s"]) / (col["a_tok"] / col["a_s"])
+    geo = np.exp(col["log_ratio"] / col["n"])
+    q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
+    (out["speedup_lo"], out["speedup_hi"]), (out["speedup_geomean_lo"], out["speedup_geomean_hi"]) = (
+        map(float, np.percentile(ratio, q)), map(float, np.percentile(geo, q)))
+    return out
+
+
 def paired_stats(method: pd.DataFrame, base: pd.DataFrame) -> dict:
     pairs = pair(method, base)
-    if pairs.empty:
-        return {"n_paired": 0, "speedup": None, "speedup_geomean": None, "lossless_rate": None}
-    ratio = pairs["wall_time_s_ar"] / pairs["wall_time_s"]
-    return {"n_paired": int(len(pairs)),
-            "speedup": _finite(float(pairs["wall_time_s_ar"].sum() / pairs["wall_time_s"].sum())),
-            "speedup_geomean": _finite(float(math.exp(ratio.map(math.log).mean()))),
-            "lossless_rate": float((pairs["output_sha1"] == pairs["output_sha1_ar"]).mean())}
+    ratios = timed(pairs)
+    return {"n_paired": int(len(ratios)), "n_docs": int(ratios["doc_id"].nunique()) if len(ratios) else 0,
+            **speedups(ratios),
+            "lossless_rate": float((pairs["output_sha1"] == pairs["output_sha1_ar"]).mean()) if len(pairs) else None}
 
 
 def accuracy_stats(scores: list[dict], metric: str | None, extra: tuple[str, ...] = ()) -> dict[str, dict]:
@@ -81,20 +142,23 @@ def summarize(rows: list[dict], baseline: str = BASELINE, scores: list[dict] | N
         stats = method_stats(ok)
         stats["n_errors"] = int(len(group) - len(ok))
         stats.update(paired_stats(ok, base) if name != baseline else
-                     {"n_paired": int(len(ok)), "speedup": 1.0, "speedup_geomean": 1.0, "lossless_rate": 1.0})
+                     {"n_paired": int(len(ok)), "n_docs": int(ok["doc_id"].nunique()), "speedup": 1.0,
+                      "speedup_geomean": 1.0, "length_ratio": 1.0, "lossless_rate": 1.0})
         stats.update(acc.get(name) or {"accuracy": None, "metric": metric, "n_scored": 0, "metrics": {}})
         out[name] = stats
     return out
 
 
 def format_table(summary: dict[str, dict]) -> str:
+    """The summary as a terminal table (speedup: ratio of throughputs; length: Σ tokens / Σ AR tokens)."""
     head = (f"{'method':<14}{'n':>5}{'tok/step':>10}{'accept':>8}{'tok/s':>9}{'speedup':>9}{'geomean':>9}"
-            f"{'lossless':>10}{'accuracy':>10}{'errors':>8}")
+            f"{'length':>8}{'lossless':>10}{'accuracy':>10}{'errors':>8}")
     lines = [head, "-" * len(head)]
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     for name, s in summary.items():
         lines.append(f"{name:<14}{s['n']:>5}{fmt(s['tokens_per_step'], '.2f'):>10}"
                      f"{fmt(s['acceptance_rate'], '.1%'):>8}{fmt(s['tokens_per_s'], '.1f'):>9}"
                      f"{fmt(s['speedup'], '.2f'):>9}{fmt(s['speedup_geomean'], '.2f'):>9}"
+                     f"{fmt(s.get('length_ratio'), '.2f'):>8}"
                      f"{fmt(s['lossless_rate'], '.0%'):>10}{fmt(s.get('accuracy'), '.3f'):>10}{s['n_errors']:>8}")
     return "\n".join(lines)

@@ -110,7 +110,8 @@ def test_bench_interrupted_then_resumed_then_skipped(tmp_path, data_dir, loads, 
     board = pd.read_csv(tmp_path / "res" / "leaderboard.csv")
     assert list(board["method"]) == ["ar", "jacobi", "speculative"]
     assert list(board["n"]) == [4, 2, 2] and board["speedup"].notna().all() and board["accuracy"].notna().all()
-    assert (board["speedup_lo"] <= board["speedup"]).all() and (board["speedup"] <= board["speedup_hi"]).all()
+    assert board["speedup_lo"].isna().all() and board["n_docs"].tolist() == [2, 2, 2]  # too few documents to resample
+    assert board["interval_note"].iloc[1:].str.contains("fewer than 10").all()
     assert set(board["metric"]) == {"exact_match,flexible-extract"} and set(board["model"]) == {"tiny-random"}
     assert list(board["lossless_rate"]) == [1.0, 1.0, 1.0]
     assert board.loc[1, "options"] == "block_size=4,init=prompt,seed=0"

@@ -67,7 +67,14 @@ def test_run_round_trip(tmp_path):
     assert summary["model"] == "tiny-random" and summary["task"] == "prompts:prompts.jsonl"
     jac = summary["methods"]["jacobi"]
     assert jac["n"] == 4 and jac["lossless_rate"] == 1.0 and jac["speedup"] > 0 and jac["accuracy"] is None
-    assert set(jac) >= {"n", "tokens_per_step", "tokens_per_s", "speedup", "speedup_geomean", "lossless_rate"}
+    assert set(jac) >= {"n", "tokens_per_step", "tokens_per_s", "speedup", "speedup_geomean", "lossless_rate",
+                        "length_ratio", "n_docs"}
+    # lossless: the same tokens, so the ratio of throughputs is the ratio of times
+    ar_rows, jac_rows = ([r for r in rows if r["method"] == m] for m in ("ar", "jacobi"))
+    assert jac["length_ratio"] == 1.0 and jac["speedup"] == pytest.approx(
+        sum(r["wall_time_s"] for r in ar_rows) / sum(r["wall_time_s"] for r in jac_rows))
+    assert summary["speedup_definition"].startswith("(sum method new_tokens / sum method wall_time_s) / (sum ar")
+    assert info["versions"]["lm_eval"] and info["git"]["dirty"] in (True, False) and info["method"]["models"] == {}
 
 
 def test_ar_alone_has_no_pairing(tmp_path):

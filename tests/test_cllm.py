@@ -16,6 +16,7 @@ from harness.cllm.train import TrainConfig, cllm_losses, group_samples, pack, sa
 from harness.cllm.trajectories import CollectConfig, collect, jacobi_blocks, read_trajectories
 from harness.generate import Stopper, generate
 from harness.models import load_model, model_loader
+from harness.records import content_hash
 from harness.runner import build_decoder, encode, eos_ids
 from methods.cllm import CLLM, CLLMOptions
 
@@ -301,3 +302,7 @@ def test_cllm_run_pairs_the_checkpoint_with_ar_on_the_base(tiny, trajectories, t
     assert s["cllm"]["stationary_per_step"] is not None and 0 <= s["cllm"]["lossless_rate"] <= 1
     info = json.loads((run_dir / "run.json").read_text())
     assert info["method"]["options"]["checkpoint"] == str(out) and info["model"]["name"] == "tiny-random"
+    # the checkpoint is recorded by content, not only by name: the adapter's files and its base model
+    [ckpt] = info["method"]["models"]
+    assert ckpt["sha256"] == content_hash(out)["sha256"] and "adapter_model.safetensors" in ckpt["files"]
+    assert ckpt["path"] == str(out) and ckpt["base"]["name"] == "tiny-random"

@@ -86,3 +86,40 @@ def test_a_hub_id_missing_from_the_cache_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(HarnessError, match="not in the local Hugging Face cache"):
         load_model("nobody/does-not-exist-xyz", device="cpu")
+
+
+def test_file_hashes_are_cached_by_path_size_and_mtime(tmp_path):
+    import hashlib
+    import json
+    import os
+
+    from harness.records import file_sha256
+
+    f, cache = tmp_path / "w.bin", tmp_path / "cache" / "sha256.json"
+    f.write_bytes(b"weights")
+    assert file_sha256(f, cache) == hashlib.sha256(b"weights").hexdigest()
+    # a second call reads the cache, not the file: a planted digest for the same path, size and mtime comes back
+    known = json.loads(cache.read_text())
+    known[str(f.resolve())][2] = "planted"
+    cache.write_text(json.dumps(known))
+    assert file_sha256(f, cache) == "planted"
+    f.write_bytes(b"other!!")  # same size, new content and mtime: hashed again
+    os.utime(f, ns=(1, 1))
+    assert file_sha256(f, cache) == hashlib.sha256(b"other!!").hexdigest()
+
+
+def test_a_model_directory_is_recorded_by_the_hash_of_its_weight_and_config_files(tmp_path, monkeypatch):
+    from harness.models import tiny_random
+    from harness.records import content_hash
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    model, tok = tiny_random(seed=4)
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "notes.md").write_text("not part of the model")
+    described = load_model(str(tmp_path / "m")).describe()
+    files = described["files"]
+    assert "model.safetensors" in files and "config.json" in files and "notes.md" not in files
+    assert described["sha256"] == content_hash(tmp_path / "m")["sha256"]
+    (tmp_path / "m" / "config.json").write_text((tmp_path / "m" / "config.json").read_text() + " ")
+    assert content_hash(tmp_path / "m")["sha256"] != described["sha256"]  # any weight or config change shows

@@ -1,5 +1,6 @@
-"""The report: leaderboard rows on hand-built tables with hand-checked speedups and intervals, the bootstrap's
-statistical behaviour, run folders with damaged lines, plots from a synthetic table, atomic writes, and
+"""The report: leaderboard rows on hand-built tables with hand-checked speedups (ratios of throughputs) and
+intervals (by document, none below MIN_DOCS), the bootstrap's statistical behaviour, the leaderboard key and AR
+pooling, provenance columns, run folders with damaged lines, plots from a synthetic table, atomic writes, and
 `harness report` / `harness compare` on hand-made run folders."""
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from harness import HarnessError
 from harness.cli import main
 from harness.records import write_atomic
 from harness.report import (COLUMNS, Runs, bootstrap_speedups, format_options, labels, leaderboard, load_runs,
-                            report, report_lock, write_csv, write_report)
+                            make_runs, report, report_lock, run_record, settings, tag_samples, write_csv, write_report)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -36,26 +37,24 @@ def sample(method, doc, wall, new=10, steps=10, sha="x", error=None, drafted=0, 
             "draft_forwards": 0, "step_tokens": step_tokens if step_tokens is not None else [new // steps] * steps}
 
 
-def manifest(run_id, method, options=None, model="m", task="t", hardware="hw", metric=None, created="2026-01-01T00:00"):
-    return {"run_id": run_id, "created": created, "model": {"name": model}, "task": {"name": task, "metric": metric},
-            "hardware": {"label": hardware}, "method": {"name": method, "options": options or {}},
-            "git": {"commit": "abc123"}, "config": {"method": method, "max_new_tokens": 8}}
+def manifest(run_id, method, options=None, model="m", task="t", hardware="hw", metric=None, created="2026-01-01T00:00",
+             max_new_tokens=8, dtype="float32", dirty=False, torch="2.13.0"):
+    return {"run_id": run_id, "created": created, "model": {"name": model, "dtype": dtype, "device": "cpu",
+                                                            "chat_template": False},
+            "task": {"name": task, "metric": metric}, "hardware": {"label": hardware},
+            "method": {"name": method, "options": options or {}}, "git": {"commit": "abc123", "dirty": dirty},
+            "versions": {"torch": torch, "transformers": "5.0", "lm_eval": "0.4.13"},
+            "config": {"method": method, "max_new_tokens": max_new_tokens, "chat_template": True}}
 
 
 def hand_runs(*runs) -> Runs:
     """Runs built by hand, as load_runs would build them: each run is (manifest, samples rows, scores rows)."""
     table, samples, scores = [], [], []
     for info, rows, sc in runs:
-        opts = info["method"]["options"]
-        options = {info["method"]["name"]: format_options(opts),
-                   "ar": format_options({"temperature": float(opts.get("temperature", 0.0))})}
-        table.append({"run_id": info["run_id"], "model": info["model"]["name"], "task": info["task"]["name"],
-                      "hardware": info["hardware"]["label"], "method": info["method"]["name"], "method_options": opts,
-                      "metric": info["task"]["metric"], "created": info["created"], "commit": "abc123", "path": ""})
-        samples += [{**r, "run_id": info["run_id"], "model": info["model"]["name"], "task": info["task"]["name"],
-                     "hardware": info["hardware"]["label"], "options": options[r["method"]]} for r in rows]
+        table.append(run_record(info))
+        samples += tag_samples(table[-1], rows)
         scores += [{**s, "run_id": info["run_id"]} for s in sc]
-    return Runs(pd.DataFrame(table), pd.DataFrame(samples), pd.DataFrame(scores, columns=["run_id", "method", "doc_id", "scores"]))
+    return make_runs(table, samples, scores)
 
 
 def by_method(board):
@@ -76,21 +75,38 @@ def test_leaderboard_row_checked_by_hand():
     board = leaderboard(hand_runs(RUN1), n_boot=4000)
     assert list(board.columns) == COLUMNS and list(board["method"]) == ["ar", "m"]  # AR first
     m, ar = by_method(board)["m"], by_method(board)["ar"]
-    assert (m["n"], m["n_errors"], m["n_paired"]) == (2, 1, 2)
+    assert (m["n"], m["n_errors"], m["n_paired"], m["n_docs"]) == (2, 1, 2, 2)
     assert m["tokens_per_step"] == pytest.approx(30 / 9) and m["tokens_per_s"] == pytest.approx(15.0)
-    assert m["speedup"] == pytest.approx(8 / 2)  # ratio of total times, over the paired requests
+    # equal lengths: the ratio of throughputs is the ratio of total times, (30 / 2) / (30 / 8)
+    assert m["speedup"] == pytest.approx(8 / 2) and m["length_ratio"] == pytest.approx(1.0)
     assert m["speedup_geomean"] == pytest.approx(math.sqrt(2 * 6))
-    # two pairs with ratios 2 and 6: a quarter of the resamples are (2, 2) and a quarter (6, 6), so the
-    # 2.5% and 97.5% percentiles are exactly the smaller and the larger ratio, for both estimators
-    assert (m["speedup_lo"], m["speedup_hi"]) == (pytest.approx(2.0), pytest.approx(6.0))
-    assert (m["speedup_geomean_lo"], m["speedup_geomean_hi"]) == (pytest.approx(2.0), pytest.approx(6.0))
+    # two documents: too few to resample, so no interval, and the row says why
+    assert all(m[k] is None or pd.isna(m[k]) for k in ("speedup_lo", "speedup_hi", "speedup_geomean_lo",
+                                                        "speedup_geomean_hi"))
+    assert m["interval_note"] == "2 documents, fewer than 10: too few to resample, no interval"
     assert m["acceptance_rate"] == pytest.approx(2 / 8) and m["lossless_rate"] == pytest.approx(0.5)
     assert m["accuracy"] == pytest.approx(1 / 3) and m["metric"] == METRIC
     assert m["accuracy_delta"] == pytest.approx(1 / 3 - 1.0)
     assert m["options"] == "k=4" and m["run_id"] == "r1" and m["hardware"] == "hw"
-    assert ar["n"] == 3 and ar["speedup"] == 1.0 and ar["speedup_lo"] == ar["speedup_hi"] == 1.0
+    assert (m["dtype"], m["max_new_tokens"], m["chat_template"], m["device"]) == ("float32", "8", "false", "cpu")
+    assert m["dirty"] is False and m["versions"] == "torch 2.13.0, transformers 5.0, lm_eval 0.4.13"
+    assert ar["n"] == 3 and ar["n_docs"] == 3 and ar["speedup"] == 1.0 and ar["length_ratio"] == 1.0
+    assert pd.isna(ar["speedup_lo"]) and pd.isna(ar["interval_note"])  # the reference has no interval
     assert ar["tokens_per_s"] == pytest.approx(35 / 9) and ar["accuracy"] == 1.0 and ar["accuracy_delta"] == 0.0
     assert pd.isna(ar["acceptance_rate"]) and ar["options"] == "temperature=0.0"
+
+
+def test_speedup_is_the_ratio_of_throughputs_when_lengths_differ():
+    # doc a: the method stops after 8 tokens (4 tok/s) where AR writes 128 (10 tok/s): 6.4x less time, but slower;
+    # doc b: the method writes 128 tokens in AR's time for 40 (32 vs 10 tok/s)
+    rows = [sample("ar", "a", 12.8, new=128, steps=128), sample("m", "a", 2.0, new=8, steps=4),
+            sample("ar", "b", 4.0, new=40, steps=40), sample("m", "b", 4.0, new=128, steps=16)]
+    m = by_method(leaderboard(hand_runs((manifest("r", "m"), rows, [])), n_boot=100))["m"]
+    time_ratio = (12.8 + 4.0) / (2.0 + 4.0)
+    assert m["speedup"] == pytest.approx((136 / 6.0) / (168 / 16.8))  # 2.27, where the time ratio is 2.8
+    assert m["speedup"] != pytest.approx(time_ratio) and m["length_ratio"] == pytest.approx(136 / 168)
+    assert m["speedup"] == pytest.approx(time_ratio * m["length_ratio"])  # the identity that links the three
+    assert m["speedup_geomean"] == pytest.approx(math.sqrt(0.4 * 3.2))  # per-request throughput ratios 0.4, 3.2
 
 
 def test_methods_pair_with_the_ar_rows_of_their_own_run():
@@ -99,8 +115,54 @@ def test_methods_pair_with_the_ar_rows_of_their_own_run():
                [sample("ar", d, 9.0) for d in "ab"] + [sample("lookahead", d, 3.0) for d in "ab"], [])
     rows = by_method(leaderboard(hand_runs(fast_ar, slow_ar), n_boot=100))
     assert rows["jacobi"]["speedup"] == pytest.approx(2.0) and rows["lookahead"]["speedup"] == pytest.approx(3.0)
-    assert rows["jacobi"]["speedup_lo"] == rows["jacobi"]["speedup_hi"] == pytest.approx(2.0)  # equal ratios
-    assert rows["ar"]["n"] == 4 and rows["ar"]["run_id"] == "r1;r2"  # AR pools every run's AR rows
+    assert rows["ar"]["n"] == 4 and rows["ar"]["run_id"] == "r1;r2"  # same settings: AR pools both runs' AR rows
+
+
+def test_ar_pools_only_runs_with_identical_settings_and_no_setting_supersedes_another():
+    def run(run_id, method, created, **kw):
+        rows = [sample("ar", d, 2.0) for d in "ab"] + [sample(method, d, 1.0) for d in "ab"]
+        return manifest(run_id, method, created=created, **kw), rows, []
+
+    warnings = []
+    board = leaderboard(hand_runs(run("short", "jacobi", "2026-01-01", max_new_tokens=8),
+                                  run("long", "lookahead", "2026-01-02", max_new_tokens=16),
+                                  run("fp32", "spec", "2026-01-03"),
+                                  run("bf16", "spec", "2026-01-04", dtype="bfloat16")),
+                        n_boot=10, warn=warnings.append)
+    ar = board[board["method"] == "ar"]
+    # different max_new_tokens: two AR rows, not one pooled row; fp32 and bf16 AR rows stay apart too
+    assert sorted(zip(ar["max_new_tokens"], ar["dtype"], ar["run_id"])) == [
+        ("16", "float32", "long"), ("8", "bfloat16", "bf16"), ("8", "float32", "short;fp32")]
+    spec = board[board["method"] == "spec"]
+    assert sorted(spec["run_id"]) == ["bf16", "fp32"] and not any("superseded" in w for w in warnings)
+    assert sorted(labels(board)[board["method"] == "spec"]) == ["spec dtype=bfloat16", "spec dtype=float32"]
+
+
+def test_settings_of_old_run_files_use_what_they_record():
+    old = {"config": {"dtype": "auto", "max_new_tokens": None, "chat_template": True}, "hardware": {"device": "cpu"},
+           "model": {"name": "m", "dtype": "float32", "chat_template": True}}
+    assert settings(old) == {"dtype": "float32", "max_new_tokens": "default", "num_fewshot": "default",
+                             "chat_template": "true", "device": "cpu"}
+    assert settings({"config": {"dtype": "bf16", "chat_template": False}, "model": {}}) == {
+        "dtype": "bf16", "max_new_tokens": "default", "num_fewshot": "default", "chat_template": "false",
+        "device": "unknown"}
+
+
+def test_provenance_flags_dirty_rows_and_pooled_runs_with_other_library_versions():
+    def run(run_id, method, **kw):
+        rows = [sample("ar", "a", 2.0), sample(method, "a", 1.0)]
+        return manifest(run_id, method, created=run_id, **kw), rows, []
+
+    warnings = []
+    board = leaderboard(hand_runs(run("1", "jacobi", dirty=True), run("2", "lookahead", torch="2.14.0")),
+                        n_boot=10, warn=warnings.append)
+    rows = by_method(board)
+    assert rows["jacobi"]["dirty"] is True and rows["lookahead"]["dirty"] is False
+    assert rows["ar"]["dirty"] is True  # it pools a dirty run
+    assert rows["ar"]["versions"] == ("torch 2.13.0, transformers 5.0, lm_eval 0.4.13 | "
+                                      "torch 2.14.0, transformers 5.0, lm_eval 0.4.13")
+    assert any(w.startswith("ar on t") and "different library versions" in w for w in warnings)
+    assert any(w.startswith("2 of 3 rows come from runs made in a git tree with uncommitted changes") for w in warnings)
 
 
 def test_different_models_or_hardware_are_never_paired_and_a_run_without_ar_warns():
@@ -133,32 +195,72 @@ def test_latest_run_wins_and_options_make_separate_rows():
     assert sorted(labels(board)) == ["ar", "speculative draft=layerskip:1", "speculative draft=ngram"]
 
 
+def pairs_table(docs, m_tok, m_s, a_tok, a_s) -> pd.DataFrame:
+    """Paired requests as harness.summary.pair gives them (the method's columns, then AR's with `_ar`)."""
+    return pd.DataFrame({"doc_id": list(docs), "new_tokens": m_tok, "wall_time_s": m_s, "new_tokens_ar": a_tok,
+                         "wall_time_s_ar": a_s})
+
+
 def test_bootstrap_exact_cases():
-    s = bootstrap_speedups([3.0, 1.5, 6.0], [1.0, 0.5, 2.0], n_boot=500)  # every ratio is 3
-    assert all(s[k] == pytest.approx(3.0) for k in s)
-    s = bootstrap_speedups([5.0], [2.0], n_boot=50)  # one request: nothing to resample
-    assert s["speedup_lo"] == s["speedup_hi"] == s["speedup_geomean_hi"] == pytest.approx(2.5)
-    assert bootstrap_speedups([], [], n_boot=50) == dict.fromkeys(s)
-    s = bootstrap_speedups([1.0, 4.0], [1.0, 1.0], n_boot=0)
+    docs = [str(i) for i in range(12)]
+    s = bootstrap_speedups(pairs_table(docs, 10, np.linspace(1, 2, 12), 10, 3 * np.linspace(1, 2, 12)), n_boot=500)
+    assert all(s[k] == pytest.approx(3.0) for k in ("speedup", "speedup_lo", "speedup_hi", "speedup_geomean",
+                                                    "speedup_geomean_lo", "speedup_geomean_hi"))  # every ratio is 3
+    assert s["n_docs"] == 12 and s["interval_note"] is None
+    empty = bootstrap_speedups(pairs_table([], [], [], [], []), n_boot=50)
+    assert empty["speedup"] is None and empty["speedup_lo"] is None and empty["n_docs"] == 0
+    s = bootstrap_speedups(pairs_table(docs[:2], [10, 10], [1.0, 1.0], [10, 10], [1.0, 4.0]), n_boot=0)
     assert s["speedup"] == 2.5 and s["speedup_geomean"] == 2.0 and s["speedup_lo"] is None
+
+
+def test_no_interval_below_the_minimum_number_of_documents():
+    rng = np.random.default_rng(0)
+    ratios = rng.lognormal(0.3, 0.4, 10)
+    nine = bootstrap_speedups(pairs_table([str(i) for i in range(9)], 10, 1.0, 10, ratios[:9]), n_boot=200)
+    assert nine["speedup"] == pytest.approx(ratios[:9].sum() / 9)
+    assert nine["speedup_lo"] is None and nine["speedup_geomean_hi"] is None
+    assert nine["interval_note"] == "9 documents, fewer than 10: too few to resample, no interval"
+    ten = bootstrap_speedups(pairs_table([str(i) for i in range(10)], 10, 1.0, 10, ratios), n_boot=200)
+    assert ten["interval_note"] is None and ten["speedup_lo"] < ten["speedup"] < ten["speedup_hi"]
+    # many turns of few documents do not make enough documents: 9 conversations of 3 turns each
+    turns = bootstrap_speedups(pairs_table([str(i // 3) for i in range(27)], 10, 1.0, 10, 2.0), n_boot=200)
+    assert turns["n_docs"] == 9 and turns["speedup_lo"] is None and "9 documents" in turns["interval_note"]
+
+
+def test_bootstrap_resamples_documents_with_all_their_turns():
+    # each conversation: turn 1 four times faster than AR, turn 2 four times slower, same tokens and time in total,
+    # so every document's ratio is exactly 1 and so is every resample of whole documents. Resampling the turns
+    # independently (each turn its own unit) would mix them and spread the estimates far from 1.
+    n = 20
+    scale = np.repeat(np.linspace(1.0, 3.0, n), 2)  # documents differ in length; the turns of one share it
+    m_tok, a_tok = np.tile([40, 10], n) * scale, np.tile([10, 40], n) * scale
+    by_doc = bootstrap_speedups(pairs_table(np.repeat(np.arange(n), 2).astype(str), m_tok, scale, a_tok, scale),
+                                n_boot=1000)
+    assert by_doc["n_docs"] == n and by_doc["speedup"] == pytest.approx(1.0)
+    for k in ("speedup_lo", "speedup_hi", "speedup_geomean_lo", "speedup_geomean_hi"):
+        assert by_doc[k] == pytest.approx(1.0)
+    by_turn = bootstrap_speedups(pairs_table(np.arange(2 * n).astype(str), m_tok, scale, a_tok, scale), n_boot=1000)
+    assert by_turn["speedup_lo"] < 0.8 and by_turn["speedup_hi"] > 1.25 and by_turn["speedup_geomean_lo"] < 0.8
 
 
 def test_bootstrap_is_seeded_and_its_interval_covers_the_truth_about_95_percent_of_the_time():
     rng = np.random.default_rng(1)
-    a, m = rng.lognormal(0, 0.3, 40), rng.lognormal(0, 0.3, 40)
-    assert bootstrap_speedups(a, m, 300, seed=7) == bootstrap_speedups(a, m, 300, seed=7)
-    assert bootstrap_speedups(a, m, 300, seed=7) != bootstrap_speedups(a, m, 300, seed=8)
+    docs = [str(i) for i in range(40)]
+    table = pairs_table(docs, 10, rng.lognormal(0, 0.3, 40), 10, rng.lognormal(0, 0.3, 40))
+    assert bootstrap_speedups(table, 300, seed=7) == bootstrap_speedups(table, 300, seed=7)
+    assert bootstrap_speedups(table, 300, seed=7) != bootstrap_speedups(table, 300, seed=8)
     true_geomean, hits, widths = math.exp(0.4), 0, {}
     for trial in range(300):  # per-request log ratios ~ N(0.4, 0.5): the true geometric mean is e^0.4
         method = rng.lognormal(0, 0.2, 50)
         ar = method * np.exp(rng.normal(0.4, 0.5, 50))
-        s = bootstrap_speedups(ar, method, n_boot=1000, seed=trial)
+        s = bootstrap_speedups(pairs_table(map(str, range(50)), 10, method, 10, ar), n_boot=1000, seed=trial)
         hits += s["speedup_geomean_lo"] <= true_geomean <= s["speedup_geomean_hi"]
         assert s["speedup_geomean_lo"] <= s["speedup_geomean"] <= s["speedup_geomean_hi"]
     assert 0.89 <= hits / 300 <= 0.99
-    for n in (25, 400):  # the interval narrows like 1/sqrt(n): 16x the requests, about a quarter of the width
+    for n in (25, 400):  # the interval narrows like 1/sqrt(n): 16x the documents, about a quarter of the width
         method = rng.lognormal(0, 0.2, n)
-        s = bootstrap_speedups(method * np.exp(rng.normal(0.4, 0.5, n)), method, n_boot=1000)
+        ar = method * np.exp(rng.normal(0.4, 0.5, n))
+        s = bootstrap_speedups(pairs_table(map(str, range(n)), 10, method, 10, ar), n_boot=1000)
         widths[n] = s["speedup_geomean_hi"] - s["speedup_geomean_lo"]
     assert 0.15 < widths[400] / widths[25] < 0.4
 
@@ -205,14 +307,14 @@ def test_load_runs_bad_paths_are_errors(tmp_path):
 
 
 def synthetic_runs() -> Runs:
-    """Two tasks, three method variants, one of them without a metric; per-step counts in every row."""
+    """Two tasks, three method variants, 12 documents each; per-step counts in every row."""
     rng = np.random.default_rng(0)
     runs = []
     for t, task in enumerate(("gsm8k", "humaneval")):
         for i, (method, opts, tps) in enumerate((("jacobi", {"block_size": 16}, 1.1), ("lookahead", {}, 1.6),
                                                  ("speculative", {"draft": "ngram"}, 1.8))):
             rows, scores = [], []
-            for d in range(6):
+            for d in range(12):  # enough documents for intervals
                 steps = [int(x) for x in rng.integers(1, 2 * tps, 20)] + [17]
                 ar_wall = rng.uniform(1.0, 2.0)
                 rows += [sample("ar", str(d), ar_wall, sum(steps), sum(steps), sha=str(d)),
@@ -314,11 +416,16 @@ def test_cli_report_and_its_warnings(tmp_path):
     result = invoke("report", str(tmp_path / "runs"), "--out", str(tmp_path / "res"), "--bootstrap", "100")
     assert result.exit_code == 0, result.output
     assert "warning: " in result.output and "samples.jsonl:7: skipping" in result.output
-    assert "no AR rows" in result.output and "4.00 [2.00, 6.00]" in result.output
+    assert "no AR rows" in result.output and "4.00" in result.output and "4.00 [" not in result.output
     csv = pd.read_csv(tmp_path / "res" / "leaderboard.csv")
     assert list(csv["method"]) == ["ar", "jacobi", "m"] and pd.isna(csv.loc[1, "speedup"])
+    assert pd.isna(csv.loc[2, "speedup_lo"]) and csv.loc[2, "n_docs"] == 2
     assert (tmp_path / "res" / "plots" / "speedup.png").exists()
-    assert "no AR rows" in (tmp_path / "res" / "report.md").read_text()  # warnings are in the report too
+    md = (tmp_path / "res" / "report.md").read_text()
+    assert "no AR rows" in md  # warnings are in the report too
+    # the empty interval is explained under its table, and the definition is written in the report
+    assert "Note: no interval for `m`: 2 documents, fewer than 10: too few to resample, no interval." in md
+    assert "(Σ method new tokens / Σ method time) ÷ (Σ AR new tokens / Σ AR time)" in md
 
 
 @pytest.mark.parametrize("args,message", [

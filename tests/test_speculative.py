@@ -6,6 +6,7 @@ import torch
 
 from harness.generate import Stopper, generate
 from harness.models import model_loader, tiny_random
+from harness.records import content_hash
 from methods import get_method
 from methods.drafters import DRAFTERS, Drafter, ModelDrafter, NgramDrafter, make_drafter, truncated_view
 from methods.kv import CacheRollbackError, new_cache, rollback
@@ -35,7 +36,11 @@ def test_local_model_directory_as_draft(tmp_path, loopy):
     draft, _ = tiny_random(seed=7, arch="llama", initializer_range=0.1, tie_word_embeddings=True)
     draft.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    spec = decoder("speculative", {"draft": str(tmp_path), "k": "3"}, model)
+    cls, loaded = get_method("speculative"), []  # what the harness's loader loaded goes into run.json
+    spec = cls(model, cls.parse_options({"draft": str(tmp_path), "k": "3"}), loader=model_loader(loaded))
+    assert [m["sha256"] for m in loaded] == [content_hash(tmp_path)["sha256"]]
+    cls(model, cls.parse_options({"draft": "ngram"}), loader=model_loader(loaded))
+    assert len(loaded) == 1  # prompt lookup loads nothing
     ar = decoder("ar", {}, model)
     for prompt in PROMPTS[:4]:
         ids = encode(tok, prompt)

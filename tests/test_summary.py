@@ -35,3 +35,23 @@ def test_method_without_baseline_rows_has_no_speedup():
     s = summarize([row("m", "a", 4, 2, 1.0, "x")])
     assert s["m"]["speedup"] is None and s["m"]["lossless_rate"] is None and s["m"]["tokens_per_step"] == 2.0
     assert summarize([]) == {}
+
+
+def test_speedup_is_the_ratio_of_throughputs_and_length_ratio_shows_shorter_outputs():
+    # the method stops after 8 tokens where AR writes 128 (a different text): 6.4x less time but 0.4x the
+    # throughput; on the second request it writes 128 tokens in the time AR takes for 40
+    rows = [row("ar", "a", 128, 128, 12.8, "x"), row("m", "a", 8, 4, 2.0, "y"),
+            row("ar", "b", 40, 40, 4.0, "z"), row("m", "b", 128, 16, 4.0, "w")]
+    m = summarize(rows)["m"]
+    assert m["speedup"] == pytest.approx((136 / 6.0) / (168 / 16.8))
+    assert m["speedup"] < (12.8 + 4.0) / (2.0 + 4.0)  # the ratio of times would credit the short answer
+    assert m["speedup_geomean"] == pytest.approx(math.sqrt(0.4 * 3.2))
+    assert m["length_ratio"] == pytest.approx(136 / 168) and m["n_docs"] == 2
+    assert summarize(rows)["ar"]["length_ratio"] == 1.0
+
+
+def test_pairs_without_tokens_are_left_out_of_the_ratios():
+    rows = [row("ar", "a", 10, 10, 1.0, "x"), row("m", "a", 10, 5, 0.5, "x"),
+            row("ar", "b", 0, 1, 0.1, ""), row("m", "b", 0, 1, 0.1, "")]  # nothing generated: no throughput
+    m = summarize(rows)["m"]
+    assert m["n_paired"] == 1 and m["speedup"] == pytest.approx(2.0) and m["lossless_rate"] == 1.0
