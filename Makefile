@@ -31,6 +31,7 @@ demo: $(STAMP)
 	$(BIN)/harness run $(DEMO_ARGS)
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -ra
 
 # The recipe behind the shipped CLLM checkpoint: trajectories from GSM8K train, then consistency training.

@@ -13,10 +13,10 @@ import time
 
 import torch
 
-from harness.generate import generate, sync
-from harness.models import load_model
-from harness.runner import RunConfig, build_decoder, prepare
-from harness.tasks import get_task
+from harness.engine.generate import generate, sync
+from harness.engine.models import load_model
+from harness.engine.session import RunConfig, build_decoder, prepare
+from harness.evaluation.tasks import get_task
 
 
 def time_generate(lm, p) -> tuple[list[int], float]:

@@ -17,7 +17,7 @@ import torch
 
 from harness.cllm.train import group_samples, pack
 from harness.cllm.trajectories import read_trajectories
-from harness.models import load_model
+from harness.engine.models import load_model
 from methods.kv import forward, new_cache, rollback
 
 
@@ -30,7 +30,7 @@ def accuracy_by_distance(model, samples, horizon: int) -> tuple[list[float], int
                        attention_mask=b["mask"][None, None]).logits[0]  # (L, V)
         target = b["input_ids"][b["teacher_index"] + 1]  # the answer token each student position must predict
         right = (logits[b["student_index"]].argmax(-1) == target).tolist()
-        prev = None
+        prev, d = None, 0
         for i, ok in zip(b["student_index"].tolist(), right):
             same_state = prev == i - 1 and bool(b["mask"][i, i - 1])  # a state's tokens see each other
             d, prev = (d + 1 if same_state else 0), i

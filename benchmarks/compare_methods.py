@@ -12,10 +12,10 @@ import argparse
 import json
 from pathlib import Path
 
-from harness.generate import generate
-from harness.models import load_model
-from harness.runner import RunConfig, build_decoder, prepare
-from harness.tasks import Request
+from harness.engine.generate import generate
+from harness.engine.models import load_model
+from harness.engine.session import RunConfig, build_decoder, prepare
+from harness.engine.session import Request
 
 
 def gsm8k_requests(data_dir: str, limit: int) -> list[Request]:

@@ -16,9 +16,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from compare_methods import gsm8k_requests  # a sibling script: run from the repo root as python benchmarks/...
-from harness.generate import generate, sync
-from harness.models import load_model
-from harness.runner import RunConfig, build_decoder, prepare
+from harness.engine.generate import generate, sync
+from harness.engine.models import load_model
+from harness.engine.session import RunConfig, build_decoder, prepare
 from methods.drafters import truncated_view
 
 

@@ -3,3 +3,5 @@
 
 class HarnessError(Exception):
     """A user-facing error: the CLI prints its one-line message and exits non-zero, without a traceback."""
+
+BASELINE = "ar"  # the method every speedup is measured against

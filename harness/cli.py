@@ -12,16 +12,17 @@ import sys
 import click
 
 from harness import HarnessError
+from harness.text import text_table
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise HarnessError(f"-O {pair!r}: options are written key=value, e.g. -O block_size=16")
-        out[key.strip()] = value.strip()
-    return out
+    from methods.base import OptionError
+    from methods.specs import parse_pairs
+
+    try:
+        return parse_pairs(pairs)
+    except OptionError as e:
+        raise HarnessError(str(e)) from None
 
 
 class Group(click.Group):
@@ -63,7 +64,8 @@ RUN_OPTIONS = ("method", "task", "prompts", "model", "device", "dtype", "limit",
 @click.option("--model", default="smollm2-135m", show_default=True,
               help="Alias (smollm2-135m, tiny-random), hub id, local model directory or .gguf file.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--dtype", default="auto", show_default=True, help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16.")
+@click.option("--dtype", default="auto", show_default=True,
+              help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16.")
 @click.option("--limit", type=int, help="Run only the first N prompts.")
 @click.option("--max-new-tokens", type=int, help="Token budget per answer (default: the task's; 128 for --prompts).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -81,8 +83,9 @@ RUN_OPTIONS = ("method", "task", "prompts", "model", "device", "dtype", "limit",
 @click.pass_context
 def run(ctx, resume, **kwargs):
     """Run a method and the AR baseline, paired per request, and record the results."""
-    from harness.records import MANIFEST, read_manifest
-    from harness.runner import RunConfig, run as run_
+    from harness.engine.records import MANIFEST, read_manifest
+    from harness.engine.session import RunConfig
+    from harness.orchestration.run import run as run_
 
     kwargs["options"] = _parse_options(kwargs["options"])
     if resume:
@@ -130,10 +133,7 @@ def methods():
         except MethodError as e:
             desc = f"BROKEN: {e}"
         rows.append((name, spec.origin, desc))
-    width = max(len(r[0]) for r in rows) + 2
-    origin_width = max(len(r[1]) for r in rows) + 2
-    for name, origin, desc in rows:
-        click.echo(f"{name:<{width}}{origin:<{origin_width}}{desc}")
+    click.echo(text_table(None, rows))
 
 
 @main.command()
@@ -142,13 +142,15 @@ def drafters():
     from methods.drafters import DRAFTERS
     from methods.registry import RegistryError
 
+    rows = []
     for name, spec in sorted(DRAFTERS.available().items()):
         try:
             doc = (DRAFTERS.get(name).__doc__ or "").strip().splitlines()[0]
         except RegistryError as e:
             doc = f"BROKEN: {e}"
-        click.echo(f"{name:<12}{spec.origin:<10}{doc}")
-    click.echo(f"{'MODEL':<12}{'builtin':<10}any causal LM sharing the target's tokenizer (alias, hub id, directory, .gguf)")
+        rows.append((name, spec.origin, doc))
+    rows.append(("MODEL", "builtin", "any causal LM sharing the target's tokenizer (alias, hub id, directory, .gguf)"))
+    click.echo(text_table(None, rows))
 
 
 @main.command()
@@ -156,16 +158,14 @@ def drafters():
               help="Check where each task's data is found in this directory (env HARNESS_DATA_DIR).")
 def tasks(data_dir):
     """List the tasks: metric, split size and where their data comes from."""
-    from harness.tasks import TASKS
+    from harness.evaluation.tasks import TASKS
 
-    rows = [("task", "metric", "size", "data", "description")]
+    rows = []
     for name, make in TASKS.items():
         task = make()
         rows.append((name, task.metric.split(",")[0], str(task.size), task.locate(data_dir), task.description))
     rows.append(("--prompts", "-", "-", "FILE.jsonl", "any JSONL file of {\"id\", \"prompt\"} rows (speed only)"))
-    widths = [max(len(r[i]) for r in rows) + 2 for i in range(4)]
-    for r in rows:
-        click.echo("".join(f"{c:<{w}}" for c, w in zip(r, widths)) + r[4])
+    click.echo(text_table(["task", "metric", "size", "data", "description"], rows))
 
 
 def _warn(message: str) -> None:
@@ -187,8 +187,8 @@ def report(run_dirs, out, n_boot, seed, plots):
     import shlex
     from pathlib import Path
 
-    from harness.report import report as report_
-    from harness.report_md import format_board
+    from harness.analysis.report import report as report_
+    from harness.analysis.markdown import format_board
 
     run_dirs = run_dirs or ("results/runs",)
     command = shlex.join(["harness", "report", *run_dirs, "--out", out])
@@ -209,7 +209,8 @@ def report(run_dirs, out, n_boot, seed, plots):
 @click.option("--limit", "limits", multiple=True, metavar="N|TASK=N", help="First N prompts of every task, or of one task.")
 @click.option("--max-new-tokens", type=int, help="Token budget per answer (default: each task's).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--data-dir", envvar="HARNESS_DATA_DIR", type=click.Path(file_okay=False), help="Benchmark data (env HARNESS_DATA_DIR).")
+@click.option("--data-dir", envvar="HARNESS_DATA_DIR", type=click.Path(file_okay=False),
+              help="Benchmark data (env HARNESS_DATA_DIR).")
 @click.option("--output-dir", default="results/runs", show_default=True, type=click.Path(file_okay=False),
               help="Where the run folders go (finished ones are reused, interrupted ones resumed).")
 @click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
@@ -223,13 +224,13 @@ def report(run_dirs, out, n_boot, seed, plots):
 @click.option("--require-sandbox", is_flag=True, help="Refuse to run model-written code without OS isolation (bubblewrap).")
 def bench(tasks, methods, limits, n_boot, plots, **kwargs):
     """Run every method x task on one loaded model (resumable), then the report."""
-    from harness.bench import BenchConfig, bench as bench_, parse_limits, parse_list, parse_methods
+    from harness.orchestration.bench import BenchConfig, bench as bench_, parse_limits, parse_list, parse_methods
 
     task_names = parse_list(tasks)
     limit, per_task = parse_limits(limits, task_names)
     cfg = BenchConfig(tasks=task_names, methods=parse_methods(methods), limit=limit,
                       limits=tuple(per_task.items()), **kwargs)
-    from harness.report_md import format_board
+    from harness.analysis.markdown import format_board
 
     try:
         board, written = bench_(cfg, echo=click.echo, warn=_warn, n_boot=n_boot, plots=plots)
@@ -247,7 +248,7 @@ def bench(tasks, methods, limits, n_boot, plots, **kwargs):
               help="Where run ids are looked up (a path to a run folder works too).")
 def compare(run_a, run_b, output_dir):
     """Print the differences between two runs: conditions, per-method metrics, identical outputs."""
-    from harness.compare import compare as compare_, resolve_run
+    from harness.analysis.compare import compare as compare_, resolve_run
 
     click.echo(compare_(resolve_run(run_a, output_dir), resolve_run(run_b, output_dir), warn=_warn))
 
@@ -264,8 +265,8 @@ def lm_eval_cli(args):
     --include_path unless one is given, and HARNESS_DATA_DIR becomes --metadata data_dir=... unless given."""
     import os
 
-    from harness.evaluation import LM_EVAL_NAME  # noqa: F401  (importing it registers the model)
-    from harness.lm_tasks import TASKS_DIR
+    from harness.evaluation.lm_eval_model import LM_EVAL_NAME  # noqa: F401  (importing it registers the model)
+    from harness.evaluation.lm_tasks import TASKS_DIR
     from lm_eval.__main__ import cli_evaluate
 
     argv = list(args)
@@ -286,17 +287,21 @@ def cllm():
 @click.option("--model", default="smollm2-135m", show_default=True, help="The target model (alias, hub id, dir, .gguf).")
 @click.option("--task", default="gsm8k", show_default=True, help="Task whose prompts are used (same prompts as `harness run`).")
 @click.option("--split", default="train", show_default=True)
-@click.option("--data-dir", envvar="HARNESS_DATA_DIR", type=click.Path(file_okay=False), help="Benchmark data (env HARNESS_DATA_DIR).")
+@click.option("--data-dir", envvar="HARNESS_DATA_DIR", type=click.Path(file_okay=False),
+              help="Benchmark data (env HARNESS_DATA_DIR).")
 @click.option("--limit", type=int, help="Only the first N prompts.")
-@click.option("--block-size", type=int, default=16, show_default=True, help="n: tokens per Jacobi block (paper: 16 for GSM8K/Spider, 32 for code/chat).")
+@click.option("--block-size", type=int, default=16, show_default=True,
+              help="n: tokens per Jacobi block (paper: 16 for GSM8K/Spider, 32 for code/chat).")
 @click.option("--max-new-tokens", type=int, default=256, show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts per batched greedy generation.")
-@click.option("--augment", type=int, default=0, show_default=True, help="Extra states per Jacobi state, with some wrong tokens set to the fixed point's.")
+@click.option("--augment", type=int, default=0, show_default=True,
+              help="Extra states per Jacobi state, with some wrong tokens set to the fixed point's.")
 @click.option("--clean/--no-clean", default=True, show_default=True, help="Drop answers with 10+ repeated tokens in a row.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True)
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Trajectory file (JSONL); an existing one is resumed.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Trajectory file (JSONL); an existing one is resumed.")
 def collect(**kwargs):
     """Collect Jacobi trajectories (one record per block) from the target model; resumable."""
     from harness.cllm.trajectories import CollectConfig, collect as collect_
@@ -308,16 +313,20 @@ def collect(**kwargs):
 
 @cllm.command()
 @click.option("--data", required=True, type=click.Path(dir_okay=False), help="Trajectory file from `harness cllm collect`.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Checkpoint directory (then: --model DIR or -O checkpoint=DIR).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Checkpoint directory (then: --model DIR or -O checkpoint=DIR).")
 @click.option("--model", help="Model to train (default: the one the trajectories came from).")
 @click.option("--loss", type=click.Choice(["global", "local"]), default="global", show_default=True, help="Consistency loss.")
 @click.option("--ar-weight", type=float, default=10.0, show_default=True, help="w in consistency + w * AR.")
-@click.option("--states-per-block", type=int, default=1, show_default=True, help="Jacobi states per block in each training sequence, drawn anew each epoch (0: every state).")
-@click.option("--horizon", type=int, default=0, show_default=True, help="Teach only the first H tokens past each state's verified prefix, packing just those (0: whole states).")
+@click.option("--states-per-block", type=int, default=1, show_default=True,
+              help="Jacobi states per block in each training sequence, drawn anew each epoch (0: every state).")
+@click.option("--horizon", type=int, default=0, show_default=True,
+              help="Teach only the first H tokens past each state's verified prefix, packing just those (0: whole states).")
 @click.option("--lora/--no-lora", default=True, show_default=True, help="LoRA adapter (small checkpoint) or full fine-tuning.")
 @click.option("--lora-rank", type=int, default=32, show_default=True)
 @click.option("--lora-alpha", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=2e-4, show_default=True, help="Peak learning rate (cosine schedule, 3% warm-up); the paper's full fine-tuning used 2e-5.")
+@click.option("--lr", type=float, default=2e-4, show_default=True,
+              help="Peak learning rate (cosine schedule, 3% warm-up); the paper's full fine-tuning used 2e-5.")
 @click.option("--epochs", type=float, default=1.0, show_default=True)
 @click.option("--max-steps", type=int, default=-1, show_default=True, help="Stop after N optimizer steps (-1: the epochs).")
 @click.option("--grad-accum", type=int, default=1, show_default=True)

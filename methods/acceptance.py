@@ -4,7 +4,7 @@ Written once so that every method verifies the same way.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -5,7 +5,7 @@ Each step is one forward of one token (the first step is the prompt's prefill) a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

@@ -9,7 +9,7 @@ as `draft=NAME` or `draft=NAME:ARG`.
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

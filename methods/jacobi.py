@@ -7,7 +7,7 @@ the committed length and keeps the unverified predictions as the next guess. Gre
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

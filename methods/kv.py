@@ -36,7 +36,7 @@ def rollback(cache: DynamicCache, n: int) -> None:
         ) from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cache_kwarg(forward_fn) -> str:
     """The name a model's forward takes its cache under: `cache` (transformers >= 5.24, where
     `past_key_values` is deprecated) or `past_key_values` (earlier releases)."""

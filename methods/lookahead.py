@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 import functools
 
@@ -64,7 +64,7 @@ class Lookahead(Decoder):
         super().__init__(model, options, loader)
         self._pool = NgramPool(self.options.guess_set)  # used across requests only if options.pool
 
-    @functools.lru_cache(maxsize=256)
+    @functools.lru_cache(maxsize=256)  # noqa: B019  (one decoder per run: its cached layouts live as long as it)
     def _layout(self, P: int, cand_lengths: tuple[int, ...], device) -> tuple[torch.Tensor, torch.Tensor]:
         """(allowed (q, q), offsets (q,)) for [pending(P) | level0 cols 1..W-1 | levels 1..N-2 | candidates];
         offsets are positions relative to the last committed token (pending tokens get -P+1..0)."""

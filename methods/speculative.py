@@ -8,7 +8,7 @@ Greedy verification is lossless; with temperature > 0 rejection sampling keeps t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

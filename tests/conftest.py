@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from harness.models import tiny_random
+from harness.engine.models import tiny_random
 
 
 def pytest_report_header(config):
@@ -37,7 +37,7 @@ PROMPTS = ["def f(x):", "hello world", "abc abc abc", "The quick brown fox", "x"
            "import torch\nimport numpy as np\n", "Once upon a time, in a land far away,"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model(name: str):
     return tiny_random(**TINY_MODELS[name])
 

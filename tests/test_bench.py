@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-import harness.bench
-import harness.models
-import harness.runner
+import harness.engine.session
+import harness.orchestration.bench
+import harness.engine.models
+import harness.orchestration.run
 from harness import HarnessError
-from harness.bench import BenchConfig, parse_limits, parse_methods
+from harness.orchestration.bench import BenchConfig, parse_limits, parse_methods
 from harness.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -49,7 +50,7 @@ def test_run_configs_and_the_reproducing_command(monkeypatch):
     assert runs[1].options == {"draft": "ngram", "k": "3"} and runs[0].judge_url is None and runs[2].judge_url == "http://j/v1"
     assert all(r.model == "tiny-random" and r.max_new_tokens == 16 and not r.chat_template for r in runs)
     seen = []
-    monkeypatch.setattr(harness.bench, "bench", lambda c, **_: seen.append(c) or (None, None))
+    monkeypatch.setattr(harness.orchestration.bench, "bench", lambda c, **_: seen.append(c) or (None, None))
     CliRunner().invoke(main, shlex.split(cfg.command())[1:])  # the command parses back to the same sweep
     assert seen == [cfg]
 
@@ -64,8 +65,8 @@ def data_dir(tmp_path, write_gsm8k):
 def loads(monkeypatch):
     """Counts model loads."""
     calls = []
-    real = harness.models.load_model
-    monkeypatch.setattr(harness.models, "load_model", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = harness.engine.models.load_model
+    monkeypatch.setattr(harness.engine.models, "load_model", lambda *a, **k: calls.append(a) or real(*a, **k))
     return calls
 
 
@@ -81,7 +82,7 @@ def invoke(*args):
 
 
 def test_bench_interrupted_then_resumed_then_skipped(tmp_path, data_dir, loads, monkeypatch):
-    real, calls = harness.runner.run_one, []
+    real, calls = harness.engine.session.run_one, []
 
     def interrupt_on_third(*a, **k):  # the jacobi run's second request, after its first pair
         calls.append(1)
@@ -89,14 +90,14 @@ def test_bench_interrupted_then_resumed_then_skipped(tmp_path, data_dir, loads, 
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(harness.runner, "run_one", interrupt_on_third)
+    monkeypatch.setattr(harness.engine.session, "run_one", interrupt_on_third)
     result = invoke(*bench_args(tmp_path, data_dir))
     assert result.exit_code == 130 and "rerun the same command" in result.output
     (jacobi,) = (tmp_path / "runs").iterdir()
     before = (jacobi / "samples.jsonl").read_text().splitlines()
     assert len(before) == 2 and not (jacobi / "summary.json").exists()
 
-    monkeypatch.setattr(harness.runner, "run_one", real)
+    monkeypatch.setattr(harness.engine.session, "run_one", real)
     result = invoke(*bench_args(tmp_path, data_dir))
     assert result.exit_code == 0, result.output
     assert f"[1/2] gsm8k × jacobi:block_size=4: resuming {jacobi.name}" in result.output
@@ -142,7 +143,7 @@ def test_bench_interrupted_then_resumed_then_skipped(tmp_path, data_dir, loads, 
     (("--seed", "-1"), "--seed must be between 0 and 2**63 - 1"),
 ])
 def test_bad_input_is_one_line_before_any_model_load(tmp_path, data_dir, monkeypatch, change, message):
-    monkeypatch.setattr(harness.models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(harness.engine.models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
     args = bench_args(tmp_path, data_dir)
     flag, value = change
     if flag in ("--methods", "--tasks", "--data-dir"):
@@ -156,7 +157,7 @@ def test_bad_input_is_one_line_before_any_model_load(tmp_path, data_dir, monkeyp
 
 @pytest.mark.parametrize("flag", ["--out", "--output-dir"])
 def test_a_folder_below_a_file_is_one_line_before_any_model_load(tmp_path, data_dir, monkeypatch, flag):
-    monkeypatch.setattr(harness.models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(harness.engine.models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
     (tmp_path / "somefile").write_text("x")
     args = bench_args(tmp_path, data_dir)
     args[args.index(flag) + 1] = str(tmp_path / "somefile" / "sub")

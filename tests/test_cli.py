@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import harness.models
-import harness.runner
+import harness.engine.session
+import harness.engine.models
+import harness.orchestration.run
 import methods
 from harness.cli import main
 from methods.ar import AR
@@ -74,7 +75,7 @@ def test_run_round_trip(tmp_path):
     assert jac["length_ratio"] == 1.0 and jac["speedup"] == pytest.approx(
         sum(r["wall_time_s"] for r in ar_rows) / sum(r["wall_time_s"] for r in jac_rows))
     assert summary["speedup_definition"].startswith("(sum method new_tokens / sum method wall_time_s) / (sum ar")
-    assert info["versions"]["lm_eval"] and info["git"]["dirty"] in (True, False) and info["method"]["models"] == {}
+    assert info["versions"]["lm_eval"] and info["git"]["dirty"] in (True, False) and info["method"]["models"] == []
 
 
 def test_ar_alone_has_no_pairing(tmp_path):
@@ -164,7 +165,7 @@ def test_an_exception_in_one_request_is_recorded_and_the_run_goes_on(tmp_path, m
 
 
 def test_interrupted_run_resumes_without_redoing_or_losing_samples(tmp_path, monkeypatch):
-    real = harness.runner.run_one
+    real = harness.engine.session.run_one
     calls = {"n": 0}
 
     def interrupt_on_fifth(*a, **k):
@@ -173,7 +174,7 @@ def test_interrupted_run_resumes_without_redoing_or_losing_samples(tmp_path, mon
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(harness.runner, "run_one", interrupt_on_fifth)
+    monkeypatch.setattr(harness.engine.session, "run_one", interrupt_on_fifth)
     result = invoke(*run_args(tmp_path))
     assert result.exit_code == 130 and "--resume" in result.output
     run_dir = only_run(tmp_path)
@@ -182,7 +183,7 @@ def test_interrupted_run_resumes_without_redoing_or_losing_samples(tmp_path, mon
     with open(run_dir / "samples.jsonl", "a") as f:  # a row torn by a crash mid-write
         f.write('{"method": "ar", "doc_id": "p2", "new_tok')
 
-    monkeypatch.setattr(harness.runner, "run_one", real)
+    monkeypatch.setattr(harness.engine.session, "run_one", real)
     result = invoke("run", "--resume", run_dir.name, "--output-dir", str(tmp_path / "runs"))
     assert result.exit_code == 0, result.output
     assert "4 of 4" not in result.output and "resuming" in result.output
@@ -296,7 +297,7 @@ def test_bad_seed_is_one_line(tmp_path, args, message):
 
 def test_output_dir_below_a_file_is_one_line_before_the_model_loads(tmp_path, monkeypatch):
     (tmp_path / "somefile").write_text("x")
-    monkeypatch.setattr(harness.runner, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    monkeypatch.setattr(harness.orchestration.run, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
     args = run_args(tmp_path)
     args[args.index("--output-dir") + 1] = str(tmp_path / "somefile" / "sub")
     result = invoke(*args)
@@ -312,7 +313,7 @@ def test_an_unreachable_hub_id_fails_at_once_offline(tmp_path, monkeypatch):
 
 
 def test_cllm_out_below_a_file_is_one_line_before_the_model_loads(tmp_path, monkeypatch):
-    monkeypatch.setattr(harness.models, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    monkeypatch.setattr(harness.engine.models, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
     (tmp_path / "somefile").write_text("x")
     below = tmp_path / "somefile" / "sub"
     for args in (["collect", "--model", "tiny-random", "--out", str(below / "t.jsonl")],

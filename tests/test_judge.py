@@ -1,4 +1,4 @@
-"""harness.judge against a loopback fake of an OpenAI chat-completions server (no real network)."""
+"""harness.evaluation.judge against a loopback fake of an OpenAI chat-completions server (no real network)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import pytest
 
 from harness import HarnessError
 from harness import judge as judge_mod
-from harness.judge import Judge, JudgeError, load_judge_prompts, load_references, parse_rating
+from harness.evaluation.judge import Judge, JudgeError, load_judge_prompts, load_references, parse_rating
 
 # Tiny stand-ins for FastChat's four single-answer prompts, with the real files' placeholder names.
 PROMPTS = [

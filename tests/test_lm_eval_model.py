@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from harness import HarnessError
-from harness.evaluation import LM_EVAL_NAME
-from harness.records import SAMPLES, read_samples
-from harness.runner import RunConfig, run
+from harness.evaluation.lm_eval_model import LM_EVAL_NAME
+from harness.engine.records import SAMPLES, read_samples
+from harness.engine.session import RunConfig
+from harness.orchestration.run import run
 
 ROWS = [{"question": f"Tom has {i} apples and buys {i + 2} more. How many apples does he have?",
          "answer": f"{i} + {i + 2} = {2 * i + 2}\n#### {2 * i + 2}"} for i in range(3)]

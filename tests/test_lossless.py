@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.generate import Stopper, generate
+from harness.engine.generate import Stopper, generate
 from methods import available_methods, get_method
 from tests.conftest import PROMPTS, _model, encode
 

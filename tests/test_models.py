@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from harness import HarnessError
-from harness.models import _resolve, byte_tokenizer, embedded_gguf_path, load_model, resolve_dtype
+from harness.engine.models import _resolve, byte_tokenizer, embedded_gguf_path, load_model, resolve_dtype
 
 
 def test_byte_tokenizer_round_trips_any_text():
@@ -68,7 +68,7 @@ def test_dtype_defaults():
 def test_hub_offline_when_the_endpoint_does_not_answer_or_offline_mode_is_set(monkeypatch):
     import socket
 
-    from harness.models import hub_offline
+    from harness.engine.models import hub_offline
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with socket.socket() as server:  # a listening loopback port stands in for a reachable hub
@@ -93,7 +93,7 @@ def test_file_hashes_are_cached_by_path_size_and_mtime(tmp_path):
     import json
     import os
 
-    from harness.records import file_sha256
+    from harness.engine.records import file_sha256
 
     f, cache = tmp_path / "w.bin", tmp_path / "cache" / "sha256.json"
     f.write_bytes(b"weights")
@@ -109,8 +109,8 @@ def test_file_hashes_are_cached_by_path_size_and_mtime(tmp_path):
 
 
 def test_a_model_directory_is_recorded_by_the_hash_of_its_weight_and_config_files(tmp_path, monkeypatch):
-    from harness.models import tiny_random
-    from harness.records import content_hash
+    from harness.engine.models import tiny_random
+    from harness.engine.records import content_hash
 
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     model, tok = tiny_random(seed=4)

@@ -21,9 +21,10 @@ from click.testing import CliRunner
 
 from harness import HarnessError
 from harness.cli import main
-from harness.records import write_atomic
-from harness.report import (COLUMNS, Runs, bootstrap_speedups, format_options, labels, leaderboard, load_runs,
-                            make_runs, report, report_lock, run_record, settings, tag_samples, write_csv, write_report)
+from harness.engine.records import write_atomic
+from harness.analysis.leaderboard import (COLUMNS, Runs, bootstrap_speedups, labels, leaderboard,
+                                          load_runs, make_runs, run_record, settings, tag_samples, write_csv)
+from harness.analysis.report import report, report_lock, write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -196,7 +197,7 @@ def test_latest_run_wins_and_options_make_separate_rows():
 
 
 def pairs_table(docs, m_tok, m_s, a_tok, a_s) -> pd.DataFrame:
-    """Paired requests as harness.summary.pair gives them (the method's columns, then AR's with `_ar`)."""
+    """Paired requests as harness.analysis.summary.pair gives them (the method's columns, then AR's with `_ar`)."""
     return pd.DataFrame({"doc_id": list(docs), "new_tokens": m_tok, "wall_time_s": m_s, "new_tokens_ar": a_tok,
                          "wall_time_s_ar": a_s})
 

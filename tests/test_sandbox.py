@@ -1,4 +1,4 @@
-"""harness.sandbox: untrusted programs run with limits, cannot escape their temp dir, the network or their
+"""harness.evaluation.sandbox: untrusted programs run with limits, cannot escape their temp dir, the network or their
 process group. Attack tests run with and without OS isolation (bubblewrap), so the guard alone is covered;
 tests/test_sandbox_hostile.py attacks the OS layer itself. Under CI=true a missing isolation fails the tests."""
 from __future__ import annotations
@@ -8,13 +8,12 @@ import os
 import random
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
 from harness import HarnessError, sandbox
-from harness.sandbox import SandboxUnavailable, run_python
+from harness.evaluation.sandbox import SandboxUnavailable, run_python
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -68,7 +67,7 @@ def received_connection(server: socket.socket) -> bool:
     try:
         server.accept()[0].close()
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
 
 
@@ -146,7 +145,7 @@ def test_without_bwrap_runs_guarded_warns_once_and_can_refuse(monkeypatch, caplo
     try:
         report = sandbox.isolation_report()
         assert report["tool"] is None and not report["isolated"] and "bwrap" in report["reason"]
-        with caplog.at_level("WARNING", logger="harness.sandbox"):
+        with caplog.at_level("WARNING", logger="harness.evaluation.sandbox"):
             assert run_python("print('ok')", timeout_s=5).passed  # falls back to rlimits and the guard
             assert not run_python("assert False", timeout_s=5).passed
         assert sum("no operating-system isolation" in r.getMessage() for r in caplog.records) == 1

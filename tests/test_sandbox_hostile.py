@@ -1,4 +1,4 @@
-"""Hostile programs against harness.sandbox, one test per class of attack, parametrized over programs.
+"""Hostile programs against harness.evaluation.sandbox, one test per class of attack, parametrized over programs.
 
 Each program is a wrong solution plus an attack that gets past the in-process guard (ctypes, a fresh `posix`
 module, the guard's own closures, ...). Each must score 0 while the scorer survives, the host stays unchanged
@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from harness.lm_tasks.humaneval import utils as he
-from harness.sandbox import run_python
+from harness.evaluation.lm_tasks.humaneval import utils as he
+from harness.evaluation.sandbox import run_python
 from tests.test_sandbox import require_os_isolation
 
 WRONG = "def add(a, b):\n    return a - b\n\n"
@@ -261,7 +261,7 @@ def _got_anything(sock: socket.socket) -> bool:
         else:
             sock.accept()[0].close()
         return True
-    except (socket.timeout, BlockingIOError):
+    except (TimeoutError, BlockingIOError):
         return False
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.generate import Stopper, generate
-from harness.models import model_loader, tiny_random
-from harness.records import content_hash
+from harness.engine.generate import Stopper, generate
+from harness.engine.models import model_loader, tiny_random
+from harness.engine.records import content_hash
 from methods import get_method
 from methods.drafters import DRAFTERS, Drafter, ModelDrafter, NgramDrafter, make_drafter, truncated_view
-from methods.kv import CacheRollbackError, new_cache, rollback
+from methods.kv import CacheRollbackError, rollback
 from methods.registry import RegistryError
 from tests.conftest import PROMPTS, _model, encode
 from tests.test_registry import install_plugin

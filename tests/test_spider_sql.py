@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness import HarnessError
-from harness.spider_sql import (QueryError, execute, extract_sql, has_order_by, load_tables, normalize_sql,
+from harness.evaluation.spider_sql import (QueryError, execute, extract_sql, has_order_by, load_tables, normalize_sql,
                                 results_match, schema_prompt, score)
 
 SCHEMA = {
@@ -222,7 +222,7 @@ HUGE = {
 # Peak RSS from VmHWM: getrusage's ru_maxrss keeps the peak of the process that forked this one.
 MEASURE = """
 import json, sys, time
-from harness.spider_sql import QueryError, execute
+from harness.evaluation.spider_sql import QueryError, execute
 def peak_kib():
     with open("/proc/self/status") as f:
         return int(next(line.split()[1] for line in f if line.startswith("VmHWM:")))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.generate import Stopper, generate
+from harness.engine.generate import Stopper, generate
 from methods import get_method
 from methods.acceptance import greedy_accept
 from methods.base import Decoder, Step

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from harness.summary import format_table, summarize
+from harness.analysis.summary import format_table, summarize
 
 
 def row(method, doc, new, steps, wall, sha, error=None):

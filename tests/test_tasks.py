@@ -12,18 +12,19 @@ import pytest
 from click.testing import CliRunner
 from lm_eval.api.instance import Instance
 
-import harness.runner
+import harness.engine.session
+import harness.orchestration.run
 from harness import HarnessError
 from harness.cli import main
-from harness.evaluation import HarnessLM, build_task_dict, make_replay_lm, per_sample_scores
-from harness.generate import Stopper, generate
-from harness.lm_tasks import common
-from harness.lm_tasks.humaneval import utils as he
-from harness.lm_tasks.spider import utils as spider
-from harness.models import load_model
-from harness.runner import RunConfig, Session, build_decoder, encode
-from harness.summary import accuracy_stats
-from harness.tasks import TASKS
+from harness.evaluation.lm_eval_model import HarnessLM, build_task_dict, make_replay_lm, per_sample_scores
+from harness.engine.generate import Stopper, generate
+from harness.evaluation.lm_tasks import common
+from harness.evaluation.lm_tasks.humaneval import utils as he
+from harness.evaluation.lm_tasks.spider import utils as spider
+from harness.engine.models import load_model
+from harness.engine.session import RunConfig, Session, build_decoder, encode
+from harness.analysis.summary import accuracy_stats
+from harness.evaluation.tasks import TASKS
 from tests.test_judge import PROMPTS, server  # noqa: F401  (server is a fixture)
 
 GSM_TEST = [{"question": "Tom has 3 apples and buys 4 more. How many apples does he have?",
@@ -321,7 +322,7 @@ def test_cli_spider_reports_skipped_examples(data_dir, tmp_path):
 
 
 def test_interrupted_lm_eval_run_resumes(data_dir, tmp_path, monkeypatch):
-    real, calls = harness.runner.run_one, {"n": 0}
+    real, calls = harness.engine.session.run_one, {"n": 0}
 
     def interrupt_on_fourth(*a, **k):
         calls["n"] += 1
@@ -329,7 +330,7 @@ def test_interrupted_lm_eval_run_resumes(data_dir, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(harness.runner, "run_one", interrupt_on_fourth)
+    monkeypatch.setattr(harness.engine.session, "run_one", interrupt_on_fourth)
     out = tmp_path / "runs"
     args = ["--model", "tiny-random", "--num-fewshot", "0", "--max-new-tokens", "6", "--data-dir", str(data_dir),
             "--output-dir", str(out)]
@@ -338,7 +339,7 @@ def test_interrupted_lm_eval_run_resumes(data_dir, tmp_path, monkeypatch):
     run_dir = run_dir_of(out)
     before = [json.loads(x) for x in (run_dir / "samples.jsonl").read_text().splitlines()]
     assert len(before) == 3 and not (run_dir / "scores.jsonl").exists()
-    monkeypatch.setattr(harness.runner, "run_one", real)
+    monkeypatch.setattr(harness.engine.session, "run_one", real)
     result = invoke("run", "--resume", run_dir.name, "--output-dir", str(out))
     assert result.exit_code == 0, result.output
     after = [json.loads(x) for x in (run_dir / "samples.jsonl").read_text().splitlines()]
@@ -371,7 +372,7 @@ def test_interrupted_lm_eval_run_resumes(data_dir, tmp_path, monkeypatch):
 ])
 def test_bad_data_is_one_clear_line_before_the_model_loads(data_dir, tmp_path, monkeypatch, setup, args, message):
     setup(data_dir)
-    monkeypatch.setattr(harness.runner, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    monkeypatch.setattr(harness.orchestration.run, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
     args = ["--data-dir", str(data_dir), *args] if "--data-dir" not in args else args
     result = invoke("run", "--method", "jacobi", "--model", "tiny-random", "--output-dir", str(tmp_path / "r"), *args)
     assert result.exit_code == 2 and message in result.output, result.output

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from harness import HarnessError
 from harness.cllm.trajectories import read_trajectories
 from methods.kv import model_mask
-from harness.records import check_writable_dir
+from harness.engine.records import check_writable_dir
 
 log = logging.getLogger(__name__)
 CARD = "cllm.json"  # in a checkpoint directory: its base model and the recipe that made it
@@ -199,7 +199,7 @@ def _trainer_class():
 def train(cfg: TrainConfig, echo=print) -> Path:
     from transformers import TrainingArguments
 
-    from harness.models import load_model, resolve_device
+    from harness.engine.models import load_model, resolve_device
 
     if cfg.states_per_block < 0:
         raise HarnessError("--states-per-block must be 0 (every state) or a positive number")

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness import HarnessError
-from harness.records import check_writable_dir, make_dir
+from harness.engine.records import check_writable_dir, jsonl_lines, make_dir
 from methods.kv import cache_kwargs, model_mask, new_cache, rollback
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,9 @@ class CollectConfig:
 def prompts_for(task: str, split: str, data_dir: str | None, chat: bool, limit: int | None) -> list[tuple[str, str]]:
     """(sample_id, prompt text) built by the same lm-eval task config as `harness run`, so that training
     prompts look exactly like evaluation prompts (for gsm8k: the chat variant's zero-shot instruction)."""
-    from harness.evaluation import build_task_dict, load_task
-    from harness.runner import RunConfig
-    from harness.tasks import get_task
+    from harness.evaluation.lm_eval_model import build_task_dict, load_task
+    from harness.engine.session import RunConfig
+    from harness.evaluation.tasks import get_task
 
     t = get_task(task)
     cfg = RunConfig(method="ar", task=task, data_dir=data_dir, num_fewshot=0)
@@ -179,15 +179,14 @@ def read_trajectories(path: Path, repair: bool = False) -> tuple[dict | None, li
     path = Path(path)
     if not path.exists():
         return None, [], []
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    lines = jsonl_lines(path, errors="replace")
+    last = lines[-1][0] if lines else 0
     header, records, dropped = None, [], []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for lineno, line in lines:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            if repair and lineno == len(lines):
+            if repair and lineno == last:
                 log.warning("%s:%d: dropping a torn last line", path, lineno)
                 _truncate_last_line(path)
                 break
@@ -238,8 +237,8 @@ def _truncate_last_line(path: Path) -> None:
 
 
 def collect(cfg: CollectConfig, echo=print) -> Path:
-    from harness.models import load_model
-    from harness.runner import encode, eos_ids
+    from harness.engine.models import load_model
+    from harness.engine.session import encode, eos_ids
 
     if cfg.block_size < 2:
         raise HarnessError(f"--block-size must be at least 2 (got {cfg.block_size})")

@@ -1,0 +1,1 @@
+"""Analysis: pure tables over run folders: summary statistics, leaderboard, plots, markdown, compare."""

@@ -1,0 +1,207 @@
+"""The report's plots (matplotlib, Agg backend, PNG), one set per (model, hardware) in the leaderboard.
+
+    figures = make_plots(board, samples, Path("results/plots"))   # {(model, hardware): {kind: path}}
+Kinds: `speedup` (bars with 95% intervals per task, where there are enough documents),
+`speedup_vs_tokens_per_step`, `accuracy_vs_speedup` and `step_tokens` (the distribution of tokens committed
+per step). Every figure names its model and hardware.
+"""
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from harness.engine.records import write_atomic  # noqa: E402
+from harness.analysis.leaderboard import labels  # noqa: E402
+from harness.analysis.summary import BASELINE, MIN_DOCS  # noqa: E402
+
+KINDS = ("speedup", "speedup_vs_tokens_per_step", "accuracy_vs_speedup", "step_tokens")
+MARKERS = "osD^vP*Xh<>"
+MAX_STEP_TOKENS = 16  # the distribution's last bin holds this many tokens or more
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "x"
+
+
+def colours(names) -> dict[str, str]:
+    """One fixed colour per method label (AR black), the same in every figure."""
+    others = sorted(n for n in set(names) if n != BASELINE)
+    cmap = plt.get_cmap("tab10" if len(others) <= 10 else "tab20")
+    return {BASELINE: "black", **{n: cmap(i % cmap.N) for i, n in enumerate(others)}}
+
+
+def _title(ax_or_fig, what: str, model: str, hardware: str) -> None:
+    text = f"{what}\n{model} on {hardware}"
+    (ax_or_fig.suptitle if hasattr(ax_or_fig, "suptitle") else ax_or_fig.set_title)(text, fontsize=11)
+
+
+def speedup_bars(board: pd.DataFrame, model: str, hardware: str, colour: dict):
+    tasks = list(dict.fromkeys(board["task"]))
+    rows = board[(board["method"] != BASELINE) & board["speedup"].notna()]
+    names = list(dict.fromkeys(rows["label"])) or ["(none)"]
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(tasks) + 0.4 * len(names)), 4.8))
+    for i, name in enumerate(names):
+        r = rows[rows["label"] == name].set_index("task").reindex(tasks)
+        x = np.arange(len(tasks)) + (i - (len(names) - 1) / 2) * width
+        ax.bar(x, r["speedup"].astype(float), width, label=name, color=colour.get(name))
+        has = r["speedup_lo"].notna().to_numpy() & r["speedup_hi"].notna().to_numpy()  # no bar where no interval
+        if has.any():
+            err = np.vstack([r["speedup"] - r["speedup_lo"], r["speedup_hi"] - r["speedup"]]).astype(float)[:, has]
+            ax.errorbar(x[has], r["speedup"].astype(float)[has], yerr=err, fmt="none", capsize=3, ecolor="0.3")
+        for xi, v in zip(x, r["speedup"]):  # the value at the bar's foot, clear of the error bar's cap
+            if not pd.isna(v):
+                ax.text(xi, 0.01, f"{v:.2f}×", transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+                        fontsize=7, bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
+    ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="AR (1×)")
+    ax.set_xticks(np.arange(len(tasks)), tasks)
+    ax.set_xlabel("task")
+    ax.set_ylabel("speedup vs AR (×): method tokens/s ÷ AR tokens/s")
+    ax.legend(fontsize=8, loc="best")
+    _title(ax, f"Speedup vs AR per task (error bars: 95% bootstrap interval over documents, none below {MIN_DOCS})",
+           model, hardware)
+    return fig
+
+
+def speedup_vs_tokens_per_step(board: pd.DataFrame, model: str, hardware: str, colour: dict):
+    fig, ax = plt.subplots(figsize=(7, 5))
+    tasks = list(dict.fromkeys(board["task"]))
+    rows = board[board["speedup"].notna() & board["tokens_per_step"].notna()]
+    for name, r in rows.groupby("label", sort=False):
+        for _, p in r.iterrows():
+            ax.errorbar(p["tokens_per_step"], p["speedup"], yerr=_err(p), color=colour.get(name), alpha=0.5,
+                        linewidth=1)
+            ax.scatter(p["tokens_per_step"], p["speedup"], color=colour.get(name), s=50,
+                       marker=MARKERS[tasks.index(p["task"]) % len(MARKERS)], edgecolors="white", linewidths=0.5,
+                       zorder=3)
+            if len(tasks) > 1 and name != BASELINE:
+                ax.annotate(p["task"], (p["tokens_per_step"], p["speedup"]), fontsize=7, xytext=(4, 3),
+                            textcoords="offset points")
+    ax.axhline(1.0, color="0.5", linestyle="--", linewidth=1)
+    handles = [plt.Line2D([], [], color=colour.get(n), marker="o", linestyle="", label=n)
+               for n in dict.fromkeys(rows["label"])]
+    if len(tasks) > 1:
+        handles += [plt.Line2D([], [], color="0.4", marker=MARKERS[i % len(MARKERS)], linestyle="", label=f"task {t}")
+                    for i, t in enumerate(tasks)]
+    ax.legend(handles=handles, fontsize=8, loc="best")
+    ax.set_xlabel("tokens committed per step (tokens / target forward)")
+    ax.set_ylabel("speedup vs AR (×), 95% interval")
+    _title(ax, "Speedup vs tokens per step" + ("" if len(tasks) > 1 else f" on {tasks[0]}") + " (dashed: AR speed)",
+           model, hardware)
+    return fig
+
+
+def accuracy_vs_speedup(board: pd.DataFrame, model: str, hardware: str, colour: dict):
+    tasks = list(dict.fromkeys(board["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks) + 0.6, 4.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        rows = board[(board["task"] == task) & board["speedup"].notna()]
+        metric = next((m for m in rows["metric"] if isinstance(m, str)), None)
+        scored = rows[rows["accuracy"].notna()]
+        if scored.empty:
+            ax.text(0.5, 0.5, "no accuracy\n(speed only, or no judge)", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=9, color="0.4")
+        for _, p in scored.iterrows():
+            ax.errorbar(p["speedup"], p["accuracy"], xerr=_err(p), color=colour.get(p["label"]), alpha=0.5, linewidth=1)
+            ax.scatter(p["speedup"], p["accuracy"], color=colour.get(p["label"]), s=50, label=p["label"], zorder=3)
+        fraction = not scored.empty and scored["accuracy"].max() <= 1
+        if fraction:
+            ax.set_ylim(-0.03, 1.03)
+        ax.axvline(1.0, color="0.5", linestyle="--", linewidth=1)
+        ax.set_title(task, fontsize=10)
+        ax.set_xlabel("speedup vs AR (×), 95% interval")
+        ax.set_ylabel(f"{metric or 'no metric'} ({'fraction' if fraction else 'score'})")
+        if not scored.empty:
+            ax.legend(fontsize=7, loc="best")
+    _title(fig, "Accuracy vs speedup (dashed: AR speed)", model, hardware)
+    fig.tight_layout()
+    return fig
+
+
+def step_tokens(board: pd.DataFrame, samples: pd.DataFrame, model: str, hardware: str, colour: dict):
+    """Share of steps committing 1, 2, ... tokens, per method and task, from the rows' `step_tokens`;
+    rows without them fall back to the per-request mean tokens per step (the title says so)."""
+    tasks = list(dict.fromkeys(board["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks) + 0.6, 4.4), squeeze=False)
+    per_step = samples["step_tokens"].map(lambda v: isinstance(v, list) and len(v) > 0).any()
+    for ax, task in zip(axes[0], tasks):
+        for _, b in board[(board["task"] == task) & (board["method"] != BASELINE)].iterrows():
+            rows = rows_of(samples, b)
+            if per_step:
+                counts = np.clip(np.concatenate([np.asarray(v, dtype=int) for v in rows["step_tokens"]
+                                                 if isinstance(v, list)] or [np.zeros(0, int)]), 1, MAX_STEP_TOKENS)
+                if counts.size == 0:
+                    continue
+                share = np.bincount(counts, minlength=MAX_STEP_TOKENS + 1)[1:] / counts.size
+                share[share == 0] = np.nan  # not drawn on the log scale
+                ax.plot(np.arange(1, MAX_STEP_TOKENS + 1), 100 * share, marker="o", markersize=3,
+                        color=colour.get(b["label"]), label=f"{b['label']} (mean {b['tokens_per_step']:.2f})")
+            else:
+                values = (rows["new_tokens"].astype(float) / rows["steps"].astype(float)).dropna()
+                ax.hist(values, bins=20, histtype="step", color=colour.get(b["label"]), label=b["label"])
+        ax.set_title(task, fontsize=10)
+        if per_step:
+            ax.set_xlabel(f"tokens committed in one step (last bin: {MAX_STEP_TOKENS}+)")
+            ax.set_ylabel("share of steps (%, log scale)")
+            ax.set_yscale("log")
+            ax.set_xlim(0.5, MAX_STEP_TOKENS + 0.5)
+            ax.set_xticks(range(1, MAX_STEP_TOKENS + 1, 1 if MAX_STEP_TOKENS <= 16 else 2))
+            ax.set_ylim(top=150)
+        else:
+            ax.set_xlabel("tokens per step, per-request mean")
+            ax.set_ylabel("requests")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
+    what = ("Tokens committed per step (AR: always 1)" if per_step else
+            "Tokens per step: per-request means (the rows carry no per-step counts)")
+    _title(fig, what, model, hardware)
+    fig.tight_layout()
+    return fig
+
+
+def _err(row: pd.Series):
+    """Asymmetric error bar [[below], [above]] from the speedup's interval (none where it is missing)."""
+    if pd.isna(row["speedup_lo"]) or pd.isna(row["speedup_hi"]):
+        return None
+    return [[row["speedup"] - row["speedup_lo"]], [row["speedup_hi"] - row["speedup"]]]
+
+
+def rows_of(samples: pd.DataFrame, b: pd.Series) -> pd.DataFrame:
+    """The successful samples rows behind one leaderboard row."""
+    ids = str(b["run_id"]).split(";")
+    return samples[samples["run_id"].isin(ids) & (samples["method"] == b["method"])
+                   & (samples["options"] == b["options"]) & samples["error"].isna()]
+
+
+def save_png(fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())
+    return path
+
+
+def make_plots(board: pd.DataFrame, samples: pd.DataFrame, out: Path) -> dict[tuple[str, str], dict[str, Path]]:
+    """Every kind of plot for each (model, hardware) in the board, written atomically under `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    board = board.assign(label=labels(board))
+    colour = colours(board["label"])
+    groups = list(board.groupby(["model", "hardware"], sort=False))
+    models = board.groupby("model")["hardware"].nunique()
+    figures = {}
+    for (model, hw), b in groups:
+        prefix = "" if len(groups) == 1 else slug(model) + (f"-{slug(hw)}" if models[model] > 1 else "") + "-"
+        made = {"speedup": speedup_bars(b, model, hw, colour),
+                "speedup_vs_tokens_per_step": speedup_vs_tokens_per_step(b, model, hw, colour),
+                "accuracy_vs_speedup": accuracy_vs_speedup(b, model, hw, colour),
+                "step_tokens": step_tokens(b, samples, model, hw, colour)}
+        figures[(model, hw)] = {k: save_png(fig, out / f"{prefix}{k}.png") for k, fig in made.items()}
+    return figures

@@ -1,0 +1,1 @@
+"""The engine: models, the timed generation loop, prompts and the paired session, run records."""

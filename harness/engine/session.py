@@ -1,0 +1,262 @@
+"""The paired session: requests as token ids, decoders built from options, and each request run for the
+method and its AR baseline back to back (alternating which goes first) with rows appended as they come.
+
+    session = Session(RunConfig(method="jacobi", task="gsm8k"), load_model("smollm2-135m"))
+    rows = session.run_pair(prepare(lm, requests, cfg)[0], index=0)   # {"jacobi": row, "ar": row}
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from harness import BASELINE, HarnessError
+from harness.engine.generate import Stopper, generate
+from harness.engine.models import LoadedModel, model_loader
+from harness.engine.records import SAMPLES, SampleWriter, read_samples, row_problem
+from methods import get_method
+from methods.base import Decoder, OptionError
+
+log = logging.getLogger(__name__)
+WARMUP_TOKENS = 16
+DEFAULT_MAX_NEW = 128  # for a prompts file; lm-eval tasks set their own
+
+
+@dataclass(frozen=True)
+class Request:
+    doc_id: str
+    prompt: str  # raw text for base models; the user message for chat models
+    chat_prompt: str | None = None  # user message to use instead when the model has a chat template
+    stop: tuple[str, ...] = ()  # stop strings (raw mode); chat mode stops on the model's EOS
+    chat_stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    method: str
+    task: str | None = None
+    prompts: str | None = None
+    model: str = "smollm2-135m"
+    device: str = "auto"
+    dtype: str = "auto"
+    limit: int | None = None
+    max_new_tokens: int | None = None  # None: the task's default (128 for a prompts file)
+    seed: int = 0
+    options: dict = field(default_factory=dict)  # the method's -O key=value strings
+    output_dir: str = "results/runs"
+    chat_template: bool = True  # apply the model's chat template when it has one
+    data_dir: str | None = None  # benchmark data laid out as ../shared/data; None: the hub
+    num_fewshot: int | None = None  # None: the task's default
+    judge_url: str | None = None  # MT-bench: an OpenAI-compatible endpoint for single-answer grading
+    judge_model: str | None = None
+    require_sandbox: bool = False  # refuse to run model-written code (HumanEval, Spider) without OS isolation
+
+    def __post_init__(self):
+        check_types(self)
+        if not 0 <= self.seed < 2**63:
+            raise HarnessError(f"--seed must be between 0 and 2**63 - 1 (got {self.seed})")
+        if self.num_fewshot is not None and self.num_fewshot < 0:
+            raise HarnessError(f"--num-fewshot must be 0 or more (got {self.num_fewshot})")
+        if self.limit is not None and self.limit < 1:
+            raise HarnessError(f"--limit must be at least 1 (got {self.limit}); leave it out to run every prompt")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise HarnessError(f"--max-new-tokens must be at least 1 (got {self.max_new_tokens})")
+
+
+def check_types(cfg) -> None:
+    """Each field of a config dataclass has its annotated type (a config read back from a damaged
+    run.json fails here, as one clear error, rather than deep inside the run)."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value, kinds = getattr(cfg, f.name), typing.get_args(hints[f.name]) or (hints[f.name],)
+        kinds = tuple(typing.get_origin(k) or k for k in kinds)  # dict[str, str] -> dict
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
+            raise HarnessError(f"{f.name} must be {names}, not {value!r}")
+    options = getattr(cfg, "options", {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in options.items()):
+        raise HarnessError(f"options must map names to strings, not {options!r}")
+
+
+@dataclass
+class Prepared:
+    request: Request
+    input_ids: torch.Tensor  # (1, T)
+    max_new_tokens: int
+    stopper: Stopper
+
+
+def build_decoder(name: str, options: dict[str, str], model, loaded: list[dict] | None = None) -> tuple[Decoder, dict]:
+    """The decoder with validated options; second models it loads are described in `loaded`."""
+    cls = get_method(name)
+    try:
+        opts = cls.parse_options(options)
+        return cls(model, opts, loader=model_loader(loaded)), dataclasses.asdict(opts)
+    except (OptionError, ValueError) as e:  # bad options, or ones the decoder rejects when it sets up
+        raise HarnessError(f"method {name}: {e}") from None
+
+
+def eos_ids(lm: LoadedModel) -> frozenset[int]:
+    ids = set()
+    for src in (lm.tokenizer.eos_token_id, getattr(lm.model.generation_config, "eos_token_id", None)):
+        if isinstance(src, int):
+            ids.add(src)
+        elif src:
+            ids.update(src)
+    return frozenset(ids)
+
+
+def encode(lm: LoadedModel, messages: list[dict], chat: bool) -> list[int]:
+    """Token ids for a conversation ending in a user turn: the chat template, or plain text for base models.
+
+    A single user message in raw mode is the completion prompt itself; more turns become
+    "User: ...\nAssistant: ..." lines ending in "Assistant:".
+    """
+    if chat:
+        text = lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(messages) == 1:
+        return lm.tokenizer(messages[0]["content"])["input_ids"]
+    lines = [f"{'User' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in messages]
+    return lm.tokenizer("\n".join(lines) + "\nAssistant:")["input_ids"]
+
+
+def check_room(lm: LoadedModel, ids: list[int], doc_id: str) -> int:
+    """Tokens left for generation; a clear error when the prompt does not fit the context."""
+    if not ids:
+        raise HarnessError(f"request {doc_id}: the prompt is empty")
+    room = lm.context_length - len(ids)
+    if room < 1:
+        raise HarnessError(f"request {doc_id}: the prompt has {len(ids)} tokens but the model's context "
+                           f"is {lm.context_length}; shorten the prompt or use a model with a longer context")
+    return room
+
+
+def prepare(lm: LoadedModel, requests: list[Request], cfg: RunConfig) -> list[Prepared]:
+    """Tokenize every prompt up front, so that a prompt too long for the model fails before any work."""
+    chat = lm.chat and cfg.chat_template
+    eos = eos_ids(lm)
+    out = []
+    for req in requests:
+        ids = encode(lm, [{"role": "user", "content": (req.chat_prompt or req.prompt) if chat else req.prompt}], chat)
+        room = check_room(lm, ids, req.doc_id)
+        stopper = Stopper(eos, req.chat_stop if chat else req.stop, lm.tokenizer)
+        input_ids = torch.tensor([ids], device=lm.device)
+        out.append(Prepared(req, input_ids, min(cfg.max_new_tokens or DEFAULT_MAX_NEW, room), stopper))
+    return out
+
+
+def run_one(decoder: Decoder, name: str, p: Prepared, cfg: RunConfig, seed: int, order: int, turn: int = 1) -> dict:
+    row = {"method": name, "task": cfg.task or cfg.prompts, "doc_id": p.request.doc_id, "turn": turn, "order": order,
+           "prompt_tokens": int(p.input_ids.shape[1]), "max_new_tokens": p.max_new_tokens, "seed": seed,
+           "new_tokens": None, "steps": None, "tokens_per_step": None, "wall_time_s": None, "tokens_per_s": None,
+           "ttft_s": None, "stop_reason": None, "drafted_tokens": None, "accepted_tokens": None,
+           "draft_forwards": None, "step_tokens": None, "step_drafted": None, "step_accepted": None,
+           "step_draft_forwards": None, "stationary_tokens": None, "step_stationary": None,
+           "output_sha1": None, "output": None, "error": None}
+    torch.manual_seed(seed)
+    try:
+        g = generate(decoder, p.input_ids, p.max_new_tokens, p.stopper)
+    except Exception as e:  # one request failing must not end the run: the row records it
+        log.warning("%s on %s failed: %s: %s", name, p.request.doc_id, type(e).__name__, e)
+        row["error"] = f"{type(e).__name__}: {e}"
+        return row
+    new = len(g.tokens)
+    row.update(new_tokens=new, steps=len(g.step_tokens), tokens_per_step=new / len(g.step_tokens),
+               wall_time_s=g.wall_time_s, tokens_per_s=new / g.wall_time_s, ttft_s=g.ttft_s,
+               stop_reason=g.stop_reason, drafted_tokens=g.drafted, accepted_tokens=g.accepted,
+               draft_forwards=g.draft_forwards, step_tokens=g.step_tokens, step_drafted=g.step_drafted,
+               step_accepted=g.step_accepted, step_draft_forwards=g.step_draft_forwards,
+               stationary_tokens=g.stationary, step_stationary=g.step_stationary,
+               output_sha1=hashlib.sha1(",".join(map(str, g.tokens)).encode()).hexdigest(),
+               output=p.stopper.text(g.tokens))
+    return row
+
+
+class Session:
+    """The method and its AR baseline on one loaded model: runs each request for both, alternating which
+    goes first, skipping what an interrupted run already finished, and appending rows as they come.
+
+        rows = session.run_pair(prepared, index=0)   # {"jacobi": row, "ar": row}
+    With paired=False the method runs alone (lm-eval's own front ends); rows are written only after `open`.
+    """
+
+    def __init__(self, cfg: RunConfig, lm: LoadedModel, paired: bool = True):
+        self.cfg, self.lm, self.paired = cfg, lm, paired
+        self.chat = lm.chat and cfg.chat_template
+        self.eos = eos_ids(lm)
+        self._decoders: dict[float | None, dict] = {}
+        self.loaded: list[dict] = []  # second models the decoders loaded (CLLM checkpoint, draft model)
+        self.names = list(self.decoders(None))  # bad options fail now, before any work
+        self.done: dict[tuple, dict] = {}
+        self.writer = None
+        self.live = {n: [0, 0.0] for n in self.names}  # this session's paired [tokens, seconds], for the live speedup
+        self.warmed = False
+
+    def decoders(self, temperature: float | None) -> dict:
+        """{name: (decoder, options)}; a task asking for sampling gets decoders at its temperature
+        (an explicit -O temperature wins)."""
+        if temperature not in self._decoders:
+            cfg = self.cfg
+            opts = dict(cfg.options)
+            if temperature is not None and "temperature" not in opts:
+                if "temperature" not in {f.name for f in dataclasses.fields(get_method(cfg.method).Options)}:
+                    raise HarnessError(f"the task samples at temperature {temperature}, but method {cfg.method} "
+                                       "decodes greedily only")
+                opts["temperature"] = str(temperature)
+            out = {cfg.method: build_decoder(cfg.method, opts, self.lm.model, self.loaded)}
+            if self.paired and cfg.method != BASELINE:
+                # a sampling method is paired with AR sampling at the same temperature
+                base = {"temperature": opts["temperature"]} if "temperature" in opts else {}
+                out[BASELINE] = build_decoder(BASELINE, base, self.lm.model)
+            self._decoders[temperature] = out
+        return self._decoders[temperature]
+
+    def is_done(self, doc_id: str, turn: int = 1) -> bool:
+        return all((n, doc_id, turn) in self.done for n in self.names)
+
+    def run_pair(self, p: Prepared, index: int, turn: int = 1, temperature: float | None = None,
+                 bar=None) -> dict[str, dict]:
+        """Run (or take from an interrupted run) one request for every method. `index` is the request's
+        place in the task (each turn of a conversation its own), never a count of what this process ran:
+        the seed (cfg.seed + index) and who goes first (even: the method) follow from it, so a resumed run
+        gives every request what an uninterrupted one would."""
+        decoders = self.decoders(temperature)
+        if not self.warmed:  # untimed, unrecorded: first-call allocations and kernel selection out of the timings
+            for decoder, _ in decoders.values():
+                generate(decoder, p.input_ids, min(WARMUP_TOKENS, p.max_new_tokens), p.stopper)
+            self.warmed = True
+        order = self.names if index % 2 == 0 else self.names[::-1]
+        rows = {}
+        for position, name in enumerate(order):
+            key = (name, p.request.doc_id, turn)
+            if key in self.done:
+                rows[name] = self.done[key]
+                continue
+            rows[name] = run_one(decoders[name][0], name, p, self.cfg, self.cfg.seed + index, position, turn)
+            if self.writer:  # a recorded run; lm-eval's front ends (no run folder) keep nothing
+                self.writer.write(rows[name])
+                self.done[key] = rows[name]
+        if bar is not None and len(self.names) > 1 and all(rows[n]["new_tokens"] for n in self.names):
+            for n in self.names:
+                self.live[n][0] += rows[n]["new_tokens"]
+                self.live[n][1] += rows[n]["wall_time_s"]
+            (m_tok, m_s), (a_tok, a_s) = self.live[self.cfg.method], self.live[BASELINE]
+            bar.set_postfix(speedup=f"{(m_tok / m_s) / (a_tok / a_s):.2f}")  # the ratio of throughputs
+        return rows
+
+    def open(self, run_dir: Path) -> None:
+        """Start appending to run_dir's samples; rows already there (an interrupted run) are not redone."""
+        self.done = {(r["method"], r["doc_id"], r.get("turn") or 1): r
+                     for r in read_samples(run_dir / SAMPLES, repair=True, check=row_problem)}
+        self.writer = SampleWriter(run_dir / SAMPLES)
+
+    def close(self):
+        if self.writer:
+            self.writer.close()
+            self.writer = None

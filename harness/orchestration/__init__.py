@@ -1,0 +1,1 @@
+"""Orchestration: `harness run` (one run folder) and `harness bench` (a sweep)."""

@@ -1,0 +1,182 @@
+"""`harness bench`: every method × task on one loaded model (one `harness run` folder per pair), then the report.
+
+    cfg = BenchConfig(tasks=("gsm8k",), methods=parse_methods(["jacobi,speculative:draft=ngram,k=4"]), limit=20)
+    bench(cfg)      # results/runs/<run_id>/ per (task, method), then results/leaderboard.csv, report.md, plots/
+Rerunning the same command resumes: a run folder in --output-dir made with the same settings on the same
+hardware is reused when finished and resumed when interrupted, so only missing work is done.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import HarnessError
+from harness.engine.records import MANIFEST, SUMMARY, check_writable_dir, read_manifest
+from harness.engine.session import RunConfig
+from harness.evaluation.sandbox import require_isolation
+from methods.base import OptionError
+from methods.specs import MethodSpec, parse_specs, spec_text
+
+JUDGED = "mt_bench"  # the one task --judge-url / --judge-model apply to
+
+
+def parse_methods(values: list[str] | tuple[str, ...]) -> tuple[MethodSpec, ...]:
+    """--methods values as specs (methods.specs.parse_specs); at least one method."""
+    try:
+        specs = parse_specs(values)
+    except OptionError as e:
+        raise HarnessError(str(e)) from None
+    if not specs:
+        raise HarnessError("no methods: pass --methods, e.g. --methods jacobi,lookahead,speculative:draft=ngram")
+    return specs
+
+
+def parse_list(values) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(v.strip() for value in values for v in value.split(",") if v.strip()))
+
+
+def parse_limits(values, tasks: tuple[str, ...]) -> tuple[int | None, dict[str, int]]:
+    """`--limit N` for every task and/or `--limit TASK=N` for one (repeatable, comma lists allowed)."""
+    default, per_task = None, {}
+    for item in parse_list(values):
+        task, eq, number = item.rpartition("=") if "=" in item else ("", "", item)
+        if not re.fullmatch(r"-?\d+", number.strip()):
+            raise HarnessError(f"--limit {item!r}: expected N or TASK=N, e.g. --limit 20 or --limit gsm8k=20")
+        n = int(number)
+        if n < 1:
+            raise HarnessError(f"--limit must be at least 1 (got {item!r}); leave it out to run every prompt")
+        if eq and task.strip() not in tasks:
+            raise HarnessError(f"--limit {item!r}: {task.strip()!r} is not one of --tasks ({', '.join(tasks)})")
+        if eq:
+            per_task[task.strip()] = n
+        else:
+            default = n
+    return default, per_task
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    tasks: tuple[str, ...]
+    methods: tuple[MethodSpec, ...]
+    model: str = "smollm2-135m"
+    device: str = "auto"
+    dtype: str = "auto"
+    limit: int | None = None
+    limits: tuple[tuple[str, int], ...] = ()  # per-task limits, overriding `limit`
+    max_new_tokens: int | None = None
+    seed: int = 0
+    data_dir: str | None = None
+    output_dir: str = "results/runs"
+    out: str = "results"
+    chat_template: bool = True
+    num_fewshot: int | None = None
+    judge_url: str | None = None
+    judge_model: str | None = None
+    require_sandbox: bool = False
+
+    def run_configs(self) -> list[RunConfig]:
+        """Task by task, every method on the same prompts (same limit and seed). The judge goes to MT-bench only."""
+        limits = dict(self.limits)
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(RunConfig)
+                  if f.name not in ("method", "task", "options", "limit", "prompts") and hasattr(self, f.name)}
+        judge = lambda task: {} if task == JUDGED else {"judge_url": None, "judge_model": None}  # noqa: E731
+        return [RunConfig(**{**shared, **judge(task)}, method=name, task=task, options=dict(opts),
+                          limit=limits.get(task, self.limit))
+                for task in self.tasks for name, opts in self.methods]
+
+    def command(self) -> str:
+        """The `harness bench` command line that reproduces this sweep."""
+        args = ["harness", "bench", "--tasks", ",".join(self.tasks),
+                "--methods", ",".join(spec_text(s) for s in self.methods), "--model", self.model]
+        defaults = BenchConfig(tasks=(), methods=())
+        for f in ("device", "dtype", "limit", "max_new_tokens", "seed", "data_dir", "output_dir", "out",
+                  "num_fewshot", "judge_url", "judge_model"):
+            if getattr(self, f) != getattr(defaults, f):
+                args += ["--" + f.replace("_", "-"), str(getattr(self, f))]
+        args += [a for task, n in self.limits for a in ("--limit", f"{task}={n}")]
+        if not self.chat_template:
+            args.append("--no-chat-template")
+        if self.require_sandbox:
+            args.append("--require-sandbox")
+        return shlex.join(args)
+
+
+def _settings(config: dict) -> str:
+    """A run's settings, comparable across runs (the output folder may have moved)."""
+    return json.dumps({k: v for k, v in config.items() if k not in ("output_dir", "require_sandbox")},
+                      sort_keys=True, default=str)
+
+
+def previous_run(cfg: RunConfig, hardware_label: str) -> tuple[Path | None, bool]:
+    """The run folder in cfg.output_dir made with these settings on this hardware (a finished one first,
+    then the latest), and whether it is finished (its summary was written)."""
+    want = _settings(dataclasses.asdict(cfg))
+    found = []
+    root = Path(cfg.output_dir)
+    for folder in sorted(root.iterdir()) if root.is_dir() else ():
+        try:
+            info = read_manifest(folder / MANIFEST) if (folder / MANIFEST).exists() else None
+        except HarnessError:
+            continue  # a damaged folder is not resumed
+        if info and _settings(info.get("config") or {}) == want and (info.get("hardware") or {}).get("label") == hardware_label:
+            found.append(((folder / SUMMARY).exists(), info.get("created") or "", folder))
+    if not found:
+        return None, False
+    done, _, folder = max(found)
+    return folder, done
+
+
+def check(cfg: BenchConfig) -> None:
+    """Every method, option and task (with its data) before any model loads."""
+    from harness.evaluation.tasks import get_task
+    from methods import get_method
+    from methods.base import OptionError
+
+    if not cfg.tasks:
+        raise HarnessError("no tasks: pass --tasks, e.g. --tasks gsm8k,humaneval")
+    if cfg.require_sandbox:
+        require_isolation()
+    for name, opts in cfg.methods:
+        try:
+            get_method(name).parse_options(dict(opts))
+        except (OptionError, ValueError) as e:
+            raise HarnessError(f"method {name}: {e}") from None
+    configs = {c.task: c for c in cfg.run_configs()}
+    for task in cfg.tasks:
+        get_task(task).load(configs[task])
+    check_writable_dir(cfg.output_dir, "--output-dir")
+    check_writable_dir(cfg.out, "--out")
+
+
+def bench(cfg: BenchConfig, echo=print, warn=None, n_boot: int = 2000, plots: bool = True):
+    """Run the sweep (skipping finished runs, resuming interrupted ones), then write the report over its runs.
+    Returns the leaderboard and the paths written (see report.report)."""
+    from harness.engine.models import load_model, resolve_device
+    from harness.engine.records import hardware
+    from harness.analysis.report import report
+    from harness.orchestration.run import run
+
+    # 1. Cheap checks first, so that a typo in the last task does not stop the sweep hours in.
+    check(cfg)
+    plan = cfg.run_configs()
+    label = hardware(resolve_device(cfg.device))["label"]
+    echo(f"bench: {len(cfg.tasks)} task(s) × {len(cfg.methods)} method(s) = {len(plan)} runs on {cfg.model} ({label})")
+    # 2. One model load for every run still to do.
+    lm, run_dirs = None, []
+    for i, rc in enumerate(plan, 1):
+        head = f"[{i}/{len(plan)}] {rc.task} × {spec_text((rc.method, tuple(rc.options.items())))}"
+        folder, done = previous_run(rc, label)
+        if done:
+            echo(f"{head}: finished earlier in {folder}; skipped")
+            run_dirs.append(folder)
+            continue
+        echo(f"{head}: " + (f"resuming {folder.name}" if folder else "running"))
+        if lm is None:
+            lm = load_model(cfg.model, cfg.device, cfg.dtype, seed=cfg.seed)
+        run_dirs.append(run(rc, resume=folder.name if folder else None, echo=echo, lm=lm))
+    # 3. The report over exactly this sweep's runs.
+    return report(run_dirs, Path(cfg.out), command=cfg.command(), warn=warn, n_boot=n_boot, plots=plots)
