@@ -13,17 +13,20 @@ class CacheRollbackError(RuntimeError):
     pass
 
 
-def new_cache(model: torch.nn.Module) -> DynamicCache:
+def new_cache(model: torch.nn.Module, record_past: bool = True) -> DynamicCache:
+    """An empty cache for `model`. Sliding-window and recurrent layers keep only what the next forward needs
+    unless told to record the past; a decoder that rolls back (`rollback`) needs that record, one that never
+    does (AR) passes record_past=False, so that its cache stays as small as transformers' own."""
     cache = DynamicCache(config=model.config)
-    # Sliding-window and recurrent layers keep only what the next forward needs unless told to record
-    # the past; drafting decoders must be able to undo a forward, so record it.
-    cache.activate_past_recording()
+    if record_past:
+        cache.activate_past_recording()
     return cache
 
 
 def rollback(cache: DynamicCache, n: int) -> None:
-    """Drop the last `n` positions from every layer of the cache."""
-    if n <= 0:
+    """Drop the last `n` positions from every layer of the cache. Called with n = 0 after every forward, it
+    also trims recording sliding-window layers back to their window (a no-op for other layers)."""
+    if n < 0 or (n == 0 and not any(getattr(layer, "record_past", False) for layer in cache.layers)):
         return
     try:
         cache.crop(-n)
