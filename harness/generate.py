@@ -14,7 +14,7 @@ import torch
 
 from methods.base import Decoder, Step
 
-STOP_MARGIN_TOKENS = 8  # extra tokens a stop-string check decodes before the ones it must see (Stopper.lookback)
+STOP_MARGIN_CHARS = 8  # characters a stop-string check decodes before the ones it must see (Stopper._window)
 
 
 def sync(device: torch.device) -> None:
@@ -27,24 +27,12 @@ class Stopper:
     """Where a generation ends: just after an EOS token, or at the first token whose text holds a stop string.
 
     `cut` is called once per step and costs O(new tokens): it decodes only a tail window of the tokens (see
-    `lookback`), never the whole output, so checking stop strings adds no per-step cost that grows with length.
+    `_window`), never the whole output, so checking stop strings adds no per-step cost that grows with length.
     """
 
     eos_ids: frozenset[int]
     stop_strings: tuple[str, ...] = ()
     tokenizer: object = None  # needed only for stop strings
-
-    @property
-    def lookback(self) -> int:
-        """Tokens before the new ones that a stop-string check decodes.
-
-        A stop string of L characters that the new tokens complete starts at most L - 1 characters before the
-        text they change, which starts at most 3 characters before the end of the old text (a character split
-        between tokens, spaces cleaned up). That is at most 4(L + 2) bytes of UTF-8, so at most 4(L + 2) tokens
-        when every token is at least one byte. The margin keeps the window's first tokens, which may decode
-        differently on their own (a split character, a SentencePiece leading space), away from any match.
-        """
-        return 4 * (max(map(len, self.stop_strings)) + 2) + STOP_MARGIN_TOKENS
 
     def cut(self, tokens: list[int], start: int) -> tuple[int, str] | None:
         """If tokens[start:] ends the generation, return (length to keep, reason).
@@ -71,8 +59,7 @@ class Stopper:
         """
         if "" in self.stop_strings:  # held by every text
             return max(start, 1)
-        lo = max(0, start - self.lookback)
-        old = self.tokenizer.decode(tokens[lo:start])
+        lo, old = self._window(tokens, start)
 
         def holds_new_stop(j: int) -> bool:
             text = self.tokenizer.decode(tokens[lo:j])
@@ -85,6 +72,25 @@ class Stopper:
             if holds_new_stop(j):
                 return j
         return len(tokens)
+
+    def _window(self, tokens: list[int], start: int) -> tuple[int, str]:
+        """(lo, text of tokens[lo:start]) with the text at least L + STOP_MARGIN_CHARS characters long (L: the
+        longest stop string), or lo = 0.
+
+        A stop string that the new tokens complete starts at most L - 1 characters before the text they change,
+        which starts at most 3 characters before the end of the old text (a character split between tokens,
+        spaces cleaned up); the window's own first characters may differ from the full text's (at most 3 for a
+        character split at lo, or a SentencePiece leading space), which the margin keeps clear of any match
+        that counts. L + margin tokens usually hold that many characters; 4 times as many always do when every
+        token decodes to at least one byte (a character is at most 4 bytes of UTF-8).
+        """
+        need = max(map(len, self.stop_strings)) + STOP_MARGIN_CHARS
+        for lookback in (need, 4 * need):
+            lo = max(0, start - lookback)
+            old = self.tokenizer.decode(tokens[lo:start])
+            if lo == 0 or len(old) >= need:
+                break
+        return lo, old
 
     def text(self, tokens: list[int]) -> str:
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)

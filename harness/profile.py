@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from harness import HarnessError
+from harness.generate import sync
 
 DEFAULT_WIDTHS = (1, 2, 4, 8, 16, 32)
 COLUMNS = ["width", "ms_median", "ms_p10", "ms_p90", "break_even_tokens_per_step"]
@@ -52,14 +53,9 @@ class ProfileConfig:
         if self.repeats < 1:
             raise HarnessError(f"--repeats must be at least 1 (got {self.repeats})")
         if self.warmup < 0:
-            raise HarnessError(f"--warmup must be 0 or more (got {self.warmup})")
+            raise HarnessError(f"warmup must be 0 or more (got {self.warmup})")
         if not self.widths or min(self.widths) < 1:
             raise HarnessError(f"every width must be a positive integer (got {self.widths})")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @torch.inference_mode()
@@ -82,10 +78,10 @@ def measure(model: torch.nn.Module, context: int, widths=DEFAULT_WIDTHS, repeats
     for r in range(warmup + repeats):
         shift = r % len(widths)
         for w in widths[shift:] + widths[:shift]:
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             forward(model, inputs[w], cache, keep=w)  # logits for every position, as a verifying forward needs
-            _sync(device)
+            sync(device)
             if r >= warmup:
                 times[w].append(time.perf_counter() - t0)
             rollback(cache, w)
