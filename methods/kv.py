@@ -24,12 +24,15 @@ def new_cache(model: torch.nn.Module, record_past: bool = True) -> DynamicCache:
 
 
 def rollback(cache: DynamicCache, n: int) -> None:
-    """Drop the last `n` positions from every layer of the cache. Called with n = 0 after every forward, it
-    also trims recording sliding-window layers back to their window (a no-op for other layers)."""
-    if n < 0 or (n == 0 and not any(getattr(layer, "record_past", False) for layer in cache.layers)):
-        return
+    """Drop the last `n` positions from every layer of the cache. With n = 0 (every draft accepted) it still
+    trims recording sliding-window layers back to their window, so that their past does not pile up."""
     try:
-        cache.crop(-n)
+        if n > 0:
+            cache.crop(-n)
+        elif n == 0:
+            for layer in cache.layers:  # crop(0) on a layer that holds nothing yet would fail
+                if getattr(layer, "record_past", False) and getattr(layer, "is_initialized", False):
+                    layer.crop(0)
     except (RuntimeError, ValueError, NotImplementedError) as e:
         raise CacheRollbackError(
             f"this model's cache cannot roll back rejected tokens ({e}); use --method ar for it"
