@@ -1,24 +1,31 @@
 """How well does a model predict past a wrong token? The quantity CLLM training must raise.
 
-    python benchmarks/cllm_distance_accuracy.py --data traj.jsonl --first 40 --last 48 smollm2-135m ckpt/ ...
+    python benchmarks/cllm_distance_accuracy.py --data traj.jsonl --first 40 --limit 8 \
+        --model smollm2-135m --model ckpt/ [--timing]
 For every Jacobi state of the chosen samples of a trajectory file, takes the first wrong token and the
 tokens after it (distance d = 1..--horizon), and counts how often the model's argmax at each is the fixed
 point's next token, exactly as Jacobi verification would. Distance 1 is what decides whether a Jacobi
-step commits more than one token. Also prints the forward cost of 1 and n+1 tokens (--timing), which
-sets the tokens/step that a speedup needs on this machine. Use samples the checkpoint was not trained on.
+step commits more than one token. Use samples the checkpoint was not trained on: without --data, the
+first model's trajectories are collected here from GSM8K *test* questions (--data-dir, else
+$HARNESS_DATA_DIR, else ../shared/data; --limit questions, --max-new-tokens, --block-size). --timing also
+prints the cost of a 1-token and a (block + 1)-token forward (harness.orchestration.profile) and the tokens/step a 1.3x
+speedup needs on this machine. Models default to smollm2-135m and the shipped smollm2-135m-cllm.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import random
-import time
+import sys
+import tempfile
+from pathlib import Path
 
 import torch
 
 from harness.cllm.train import group_samples, pack
-from harness.cllm.trajectories import read_trajectories
+from harness.cllm.trajectories import CollectConfig, collect, read_trajectories
 from harness.engine.models import load_model
-from methods.kv import forward, new_cache, rollback
+from harness.orchestration.profile import measure
 
 
 @torch.inference_mode()
@@ -39,42 +46,48 @@ def accuracy_by_distance(model, samples, horizon: int) -> tuple[list[float], int
     return [h / max(c, 1) for h, c in zip(hits, counts)], counts[0]
 
 
-@torch.inference_mode()
-def forward_ms(model, width: int, context: int = 200, reps: int = 10) -> float:
-    cache = new_cache(model)
-    forward(model, torch.randint(100, 20000, (1, context)), cache, keep=1)
-    x = torch.randint(100, 20000, (1, width))
-    times = []
-    for _ in range(reps + 3):
-        t = time.perf_counter()
-        forward(model, x, cache, keep=width)
-        times.append(time.perf_counter() - t)
-        rollback(cache, width)
-    return 1000 * sorted(times[3:])[reps // 2]
+def held_out_trajectories(args, folder: str) -> str:
+    """Trajectories of the first model on the first --limit GSM8K test questions (never trained on)."""
+    out = str(Path(folder) / "trajectories.jsonl")
+    collect(CollectConfig(out=out, model=args.model[0], task="gsm8k", split="test", data_dir=args.data_dir,
+                          limit=args.first + args.limit, block_size=args.block_size,
+                          max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype), echo=print)
+    return out
 
 
-def main():
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="+", help="base model and/or CLLM checkpoints")
-    ap.add_argument("--data", required=True, help="trajectory file (harness cllm collect)")
+    ap.add_argument("--model", action="append", help="base model or CLLM checkpoint, repeatable "
+                    "(default: smollm2-135m and smollm2-135m-cllm)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--data", help="trajectory file (harness cllm collect); default: collect held-out ones here")
+    ap.add_argument("--data-dir", default=os.environ.get("HARNESS_DATA_DIR") or "../shared/data",
+                    help="GSM8K for collecting (without --data)")
     ap.add_argument("--first", type=int, default=0, help="first sample (in file order) to use")
-    ap.add_argument("--last", type=int, default=8, help="one past the last sample to use")
+    ap.add_argument("--limit", type=int, default=8, help="samples to use")
+    ap.add_argument("--max-new-tokens", type=int, default=256, help="answer length when collecting")
+    ap.add_argument("--block-size", type=int, default=16, help="Jacobi block size when collecting")
     ap.add_argument("--horizon", type=int, default=4)
     ap.add_argument("--timing", action="store_true", help="also time forwards of 1 and block+1 tokens")
-    args = ap.parse_args()
-    header, records, _ = read_trajectories(args.data)
-    samples = group_samples(records)[args.first: args.last]
-    for name in args.models:
-        lm = load_model(name)
+    args = ap.parse_args(argv)
+    args.model = args.model or ["smollm2-135m", "smollm2-135m-cllm"]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        header, records, _ = read_trajectories(args.data or held_out_trajectories(args, tmp))
+    samples = group_samples(records)[args.first: args.first + args.limit]
+    for name in args.model:
+        lm = load_model(name, args.device, args.dtype)
         acc, n = accuracy_by_distance(lm.model, samples, args.horizon)
         line = "  ".join(f"d{d + 1} {a:.3f}" for d, a in enumerate(acc))
         print(f"{name}: {len(samples)} samples, {n} states: argmax right at {line}", flush=True)
     if args.timing:
         w = header["block_size"] + 1
-        one, block = forward_ms(lm.model, 1), forward_ms(lm.model, w)
-        print(f"forward over a cached 200-token prompt: 1 token {one:.1f} ms, {w} tokens {block:.1f} ms "
-              f"(x{block / one:.2f}): a 1.3x speedup needs {1.3 * block / one:.2f} tokens/step")
+        cost = measure(lm.model, context=200, widths=(1, w), repeats=10).set_index("width")["ms_median"]
+        print(f"forward over a cached 200-token prompt: 1 token {cost[1]:.1f} ms, {w} tokens {cost[w]:.1f} ms "
+              f"(x{cost[w] / cost[1]:.2f}): a 1.3x speedup needs {1.3 * cost[w] / cost[1]:.2f} tokens/step")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -4,48 +4,53 @@
         --spec lookahead:window=4,ngram=3,guess_set=4 --spec jacobi --spec speculative:draft=ngram
 For each question every spec and AR run back to back (the order rotates per question), after warm-up.
 Prints tokens/step, acceptance rate (accepted / drafted tokens), tokens/s, speedup (ratio of total
-times vs AR) and how many outputs are token-identical to AR's.
+times vs AR) and how many outputs are token-identical to AR's. Without --spec: jacobi. The data directory
+is --data-dir, else $HARNESS_DATA_DIR, else ../shared/data (the file read is gsm8k/test.jsonl).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
 
 from harness.engine.generate import generate
 from harness.engine.models import load_model
-from harness.engine.session import RunConfig, build_decoder, prepare
-from harness.engine.session import Request
+from harness.engine.session import Request, RunConfig, build_decoder, prepare
+from methods.specs import parse_specs, spec_text
+
+
+def default_data_dir() -> str:
+    return os.environ.get("HARNESS_DATA_DIR") or "../shared/data"  # as the harness CLI's --data-dir
 
 
 def gsm8k_requests(data_dir: str, limit: int) -> list[Request]:
     path = Path(data_dir) / "gsm8k" / "test.jsonl"
+    if not path.exists():
+        raise SystemExit(f"error: {path} does not exist; pass --data-dir (the folder holding gsm8k/test.jsonl)")
     rows = [json.loads(line) for line in path.read_text().splitlines()[:limit]]
     return [Request(doc_id=f"gsm8k/{i}", prompt=f"Question: {r['question']}\nAnswer:",
                     chat_prompt=f"{r['question']}\nSolve it step by step.") for i, r in enumerate(rows)]
 
 
-def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
-    name, _, opts = spec.partition(":")
-    return name, dict(kv.split("=", 1) for kv in opts.split(",") if kv)
-
-
-def main():
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--data-dir", default="../shared/data")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--data-dir", default=default_data_dir())
     ap.add_argument("--limit", type=int, default=20)
     ap.add_argument("--max-new-tokens", type=int, default=256)
-    ap.add_argument("--spec", action="append", required=True, help="method[:key=value,...], repeatable")
-    args = ap.parse_args()
+    ap.add_argument("--spec", action="append", help="method[:key=value,...], repeatable (default: jacobi)")
+    args = ap.parse_args(argv)
 
-    lm = load_model(args.model)
+    lm = load_model(args.model, args.device, args.dtype)
     cfg = RunConfig(method="ar", model=args.model, max_new_tokens=args.max_new_tokens)
     prepared = prepare(lm, gsm8k_requests(args.data_dir, args.limit), cfg)
     decoders = {"ar": build_decoder("ar", {}, lm.model)[0]}
-    for spec in args.spec:
-        name, opts = parse_spec(spec)
-        decoders[spec] = build_decoder(name, opts, lm.model)[0]
+    for spec in parse_specs(args.spec or ["jacobi"], flag="--spec"):
+        decoders[spec_text(spec)] = build_decoder(spec[0], dict(spec[1]), lm.model)[0]
     print(f"model {args.model}, {len(prepared)} GSM8K test questions, {args.max_new_tokens} new tokens, "
           f"{len(decoders)} decoders", flush=True)
     for d in decoders.values():  # warm-up
@@ -75,7 +80,8 @@ def main():
         acc = s["accepted"] / s["drafted"] if s["drafted"] else float("nan")
         print(f"{k:<44}{s['tokens'] / s['steps']:>9.2f}{acc:>8.2f}{s['draft_forwards'] / s['steps']:>12.2f}"
               f"{s['tokens'] / s['time']:>8.1f}{stats['ar']['time'] / s['time']:>9.2f}{s['same']:>4}/{len(prepared)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's harness and tests
-from harness import sandbox  # noqa: E402
+from harness.evaluation import sandbox  # noqa: E402
 from harness.evaluation.lm_tasks.humaneval import utils as he  # noqa: E402
 from harness.evaluation.spider_sql import execute  # noqa: E402
 from tests.test_spider_sql import HUGE, MEASURE  # noqa: E402  (the same queries as the tests)

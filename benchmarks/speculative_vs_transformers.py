@@ -5,17 +5,19 @@
 2. `speculative -O draft=DIR -O k=K` vs `generate(assistant_model=..., num_assistant_tokens=K, constant schedule,
    no confidence early-stop)`, where DIR is a draft model made here: the target's first L layers saved as a model.
 Prints tokens/s of each, the ratio (ours / transformers, must be >= 1.0) and how many outputs are identical.
+GSM8K test questions from --data-dir, else $HARNESS_DATA_DIR, else ../shared/data.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 
 import torch
 from transformers import AutoModelForCausalLM
 
-from compare_methods import gsm8k_requests  # a sibling script: run from the repo root as python benchmarks/...
+from compare_methods import default_data_dir, gsm8k_requests  # a sibling script: run as python benchmarks/...
 from harness.engine.generate import generate, sync
 from harness.engine.models import load_model
 from harness.engine.session import RunConfig, build_decoder, prepare
@@ -53,18 +55,22 @@ def duel(lm, prepared, ours, theirs: dict, label: str):
           f"ratio {(n_ours / t_ours) / (n_hf / t_hf):.3f}, identical outputs {same}/{len(prepared)}", flush=True)
 
 
-def main():
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--data-dir", default="../shared/data")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--data-dir", default=default_data_dir())
     ap.add_argument("--limit", type=int, default=10)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("-k", type=int, default=4)
     ap.add_argument("--ngram", type=int, default=2)
-    ap.add_argument("--draft-layers", type=int, default=6, help="layers of the target kept in the draft model")
-    args = ap.parse_args()
+    ap.add_argument("--draft-layers", type=int, default=6,
+                    help="layers of the target kept in the draft model (at most all but one)")
+    args = ap.parse_args(argv)
 
-    lm = load_model(args.model)
+    lm = load_model(args.model, args.device, args.dtype)
+    draft_layers = min(args.draft_layers, lm.model.config.num_hidden_layers - 1)
     cfg = RunConfig(method="ar", model=args.model, max_new_tokens=args.max_new_tokens)
     prepared = prepare(lm, gsm8k_requests(args.data_dir, args.limit), cfg)
     print(f"model {args.model}, {len(prepared)} GSM8K questions, {args.max_new_tokens} new tokens, k={args.k}", flush=True)
@@ -74,14 +80,15 @@ def main():
          f"prompt lookup (k={args.k}, ngram={args.ngram})")
 
     with tempfile.TemporaryDirectory() as draft_dir:
-        truncated_view(lm.model, args.draft_layers).save_pretrained(draft_dir)
+        truncated_view(lm.model, draft_layers).save_pretrained(draft_dir)
         lm.tokenizer.save_pretrained(draft_dir)
         ours, _ = build_decoder("speculative", {"draft": draft_dir, "k": str(args.k)}, lm.model)
         assistant = AutoModelForCausalLM.from_pretrained(draft_dir, dtype=lm.dtype).to(lm.device).eval()
         duel(lm, prepared, ours, {"assistant_model": assistant, "num_assistant_tokens": args.k,
                                   "num_assistant_tokens_schedule": "constant", "assistant_confidence_threshold": 0.0},
-             f"draft model (first {args.draft_layers} of the target's layers, k={args.k})")
+             f"draft model (first {draft_layers} of the target's {lm.model.config.num_hidden_layers} layers, k={args.k})")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -278,6 +278,34 @@ def lm_eval_cli(args):
     cli_evaluate()
 
 
+@main.command()
+@click.option("--model", default="smollm2-135m", show_default=True, help="Alias, hub id, local model directory or .gguf file.")
+@click.option("--context", type=int, default=256, show_default=True, help="Tokens cached before each timed forward.")
+@click.option("--widths", default="1,2,4,8,16,32", show_default=True,
+              help="Tokens per forward, comma-separated (1 is always added).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--dtype", default="auto", show_default=True,
+              help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16.")
+@click.option("--repeats", type=int, default=20, show_default=True, help="Timed forwards per width (after 3 untimed ones).")
+@click.option("--out", default="results/profile", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for <hardware>--<model>.csv, .json and .png.")
+def profile(widths, **kwargs):
+    """Forward cost of w new tokens after a cached context, relative to one token, on this hardware.
+
+    A parallel method whose forwards are w tokens wide beats AR only if it commits more than t(w)/t(1)
+    tokens per step: the break-even column."""
+    from harness.orchestration.profile import ProfileConfig, format_table, parse_widths, run_profile
+
+    cfg = ProfileConfig(widths=parse_widths(widths), **kwargs)
+    table, conditions, paths = run_profile(cfg)
+    hw = conditions["hardware"]
+    click.echo(f"{cfg.model} ({conditions['dtype']}) on {hw['label']}, {hw['torch_threads']} threads, "
+               f"{cfg.context} cached tokens, median of {cfg.repeats} forwards:")
+    click.echo(format_table(table))
+    click.echo("a method committing fewer tokens per step than break-even is slower than AR here; wrote "
+               + ", ".join(str(p) for p in paths.values()))
+
+
 @main.group()
 def cllm():
     """CLLM: collect Jacobi trajectories, then consistency-train a model on them."""

@@ -29,7 +29,7 @@ class AR(Decoder):
 
     @torch.inference_mode()
     def decode(self, input_ids: torch.Tensor, max_new_tokens: int) -> Iterator[Step]:
-        cache = new_cache(self.model)
+        cache = new_cache(self.model, record_past=False)  # AR never rolls back
         x = input_ids  # (1, T) for the prefill, then (1, 1)
         for _ in range(max_new_tokens):
             logits = forward(self.model, x, cache, keep=1)  # (1, 1, V)

@@ -16,20 +16,26 @@ class CacheRollbackError(RuntimeError):
     pass
 
 
-def new_cache(model: torch.nn.Module) -> DynamicCache:
+def new_cache(model: torch.nn.Module, record_past: bool = True) -> DynamicCache:
+    """An empty cache for `model`. Sliding-window and recurrent layers keep only what the next forward needs
+    unless told to record the past; a decoder that rolls back (`rollback`) needs that record, one that never
+    does (AR) passes record_past=False, so that its cache stays as small as transformers' own."""
     cache = DynamicCache(config=model.config)
-    # Sliding-window and recurrent layers keep only what the next forward needs unless told to record
-    # the past; drafting decoders must be able to undo a forward, so record it.
-    cache.activate_past_recording()
+    if record_past:
+        cache.activate_past_recording()
     return cache
 
 
 def rollback(cache: DynamicCache, n: int) -> None:
-    """Drop the last `n` positions from every layer of the cache."""
-    if n <= 0:
-        return
+    """Drop the last `n` positions from every layer of the cache. With n = 0 (every draft accepted) it still
+    trims recording sliding-window layers back to their window, so that their past does not pile up."""
     try:
-        cache.crop(-n)
+        if n > 0:
+            cache.crop(-n)
+        elif n == 0:
+            for layer in cache.layers:  # crop(0) on a layer that holds nothing yet would fail
+                if getattr(layer, "record_past", False) and getattr(layer, "is_initialized", False):
+                    layer.crop(0)
     except (RuntimeError, ValueError, NotImplementedError) as e:
         raise CacheRollbackError(
             f"this model's cache cannot roll back rejected tokens ({e}); use --method ar for it"

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from harness import HarnessError
-from harness import judge as judge_mod
+from harness.evaluation import judge as judge_mod
 from harness.evaluation.judge import Judge, JudgeError, load_judge_prompts, load_references, parse_rating
 
 # Tiny stand-ins for FastChat's four single-answer prompts, with the real files' placeholder names.

@@ -350,7 +350,7 @@ def test_report_writes_csv_plots_and_markdown(tmp_path):
 
 
 def test_plots_per_model_and_the_step_distribution(tmp_path):
-    from harness import plots
+    from harness.analysis import plots
 
     runs = synthetic_runs()
     other = runs.runs.assign(model="m2", run_id=runs.runs["run_id"] + "b")

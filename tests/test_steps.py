@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from harness.engine.generate import Stopper, generate
+from harness.engine.models import byte_tokenizer
 from methods import get_method
 from methods.acceptance import greedy_accept
 from methods.base import Decoder, Step
@@ -23,7 +24,7 @@ class Scripted(Decoder):
     def decode(self, input_ids, max_new_tokens):
         try:
             for s in self.steps:
-                yield Step(tokens=tuple(s))
+                yield s if isinstance(s, Step) else Step(tokens=tuple(s))
         finally:
             self.closed = True
 
@@ -48,6 +49,36 @@ def test_overshooting_max_new_tokens_is_truncated():
 def test_eos_exactly_at_the_limit_counts_as_eos():
     g = generate(Scripted([(1, 2), (3, 9, 5)]), IDS, 4, Stopper(frozenset({9})))
     assert g.tokens == [1, 2, 3, 9] and g.stop_reason == "eos"
+
+
+def test_counts_of_a_cut_step_are_clipped_to_the_kept_tokens():
+    """A step cut after `kept` tokens counts kept - 1 accepted drafts (the last kept token is its bonus), no
+    more drafted positions than that, and no stationary tokens (they lie past the bonus); uncut steps and
+    drafter forwards are left alone."""
+    steps = [Step((1,)),
+             Step((2, 3, 4), drafted=5, accepted=2, draft_forwards=3, stationary=2),
+             Step((5, 6, 9, 7, 8), drafted=6, accepted=4, draft_forwards=4, stationary=1)]
+    g = generate(Scripted(steps), IDS, 100, Stopper(frozenset({9})))  # EOS is the 3rd of 5 tokens
+    assert g.tokens == [1, 2, 3, 4, 5, 6, 9] and g.step_tokens == [1, 3, 3]
+    assert g.step_accepted == [0, 2, 2] and g.step_drafted == [0, 5, 2] and g.step_stationary == [0, 2, 0]
+    assert g.step_draft_forwards == [0, 3, 4]
+    for kept_tokens, accepted, drafted in zip(g.step_tokens, g.step_accepted, g.step_drafted):
+        assert accepted <= kept_tokens - 1 and accepted <= drafted
+
+    g = generate(Scripted([Step((1,)), Step((2, 3, 4, 5), drafted=4, accepted=3, stationary=1)]), IDS, 2,
+                 Stopper(frozenset()))  # the token budget cuts the step after its first token
+    assert g.step_tokens == [1, 1] and g.step_accepted == [0, 0] and g.step_drafted == [0, 0]
+    assert g.step_stationary == [0, 0] and g.stop_reason == "max_new_tokens"
+
+
+def test_counts_of_a_step_cut_by_a_stop_string():
+    tok = byte_tokenizer()
+    ids = tok("ab, cd. ef", add_special_tokens=False)["input_ids"]
+    steps = [Step(tuple(ids[:1])), Step(tuple(ids[1:]), drafted=12, accepted=len(ids) - 2, stationary=3)]
+    g = generate(Scripted(steps), IDS, 100, Stopper(frozenset(), (". ",), tok))
+    assert tok.decode(g.tokens) == "ab, cd. " and g.stop_reason == "stop_string"
+    assert g.step_tokens == [1, 7] and g.step_accepted == [0, 6] and g.step_drafted == [0, 6]
+    assert g.step_stationary == [0, 0]
 
 
 def test_empty_step_is_an_error():

@@ -4,6 +4,8 @@
 """
 from __future__ import annotations
 
+import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -15,6 +17,9 @@ from harness.text import text_table
 from harness.analysis.leaderboard import SETTINGS, labels
 from methods.specs import format_options
 from harness.analysis.summary import MIN_DOCS
+
+log = logging.getLogger(__name__)
+PROFILE_COLUMNS = ["width", "ms_median", "ms_p10", "ms_p90", "break_even_tokens_per_step"]  # harness profile's CSV
 
 CAPTIONS = {"speedup": "Speedup vs AR per task (throughput ratio), 95% bootstrap intervals over documents",
             "speedup_vs_tokens_per_step": "Speedup vs tokens committed per step",
@@ -82,6 +87,7 @@ def render(runs, board: pd.DataFrame, figures: dict, out: Path, command: str = "
             lines += [f"### {task}" + (f" (accuracy: `{metric}`)" if metric else " (speed only)"), "", *table(rows), ""]
             notes = interval_notes(rows)
             lines += [*notes, ""] if notes else []
+        lines += profile_lines(model, hardware, out)
         for kind, path in figures.get((model, hardware), {}).items():
             rel = Path(os.path.relpath(path, out)).as_posix()
             lines += [f"![{CAPTIONS.get(kind, kind)}: {model} on {hardware}]({rel})", ""]
@@ -96,6 +102,33 @@ def render(runs, board: pd.DataFrame, figures: dict, out: Path, command: str = "
         lines.append(f"| {r['run_id']} | {r['model']} | {r['task']} | {r['method']} | {opts or '–'} | "
                      f"{r['hardware']} | {sets} | {r['created']} | {commit} | {r['versions']} |")
     return "\n".join(lines) + "\n"
+
+
+def profile_lines(model: str, hardware: str, out: Path) -> list[str]:
+    """The forward-cost table (`harness profile`) saved for this hardware in OUT/profile or results/profile,
+    this model's when there is one, else another model's; [] when none was measured here."""
+    found = []
+    for folder in dict.fromkeys([out / "profile", Path("results/profile")]):
+        for meta in sorted(folder.glob("*.json")):
+            try:
+                cond = json.loads(meta.read_text())
+                table = pd.read_csv(meta.with_suffix(".csv"))[PROFILE_COLUMNS]
+                if cond["hardware"]["label"] == hardware:
+                    found.append((cond["model"] != model, cond, table))
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                log.warning("%s: not a readable forward-cost profile (%s); left out of the report", meta, e)
+    if not found:
+        return []
+    _, cond, table = min(found, key=lambda f: f[0])
+    lines = ["### Forward cost on this hardware", "",
+             f"`harness profile`, {cond['created']}, {cond['model']} ({cond['dtype']}): one forward of w new tokens "
+             f"after {cond['context']} cached tokens, median of {cond['repeats']}. "
+             "A method whose forwards are w tokens wide is faster than AR only if it commits more than t(w)/t(1) "
+             "tokens per step.", "", "| w | ms (median) | ms (p10–p90) | t(w)/t(1) = break-even tokens/step |",
+             "|---|---|---|---|"]
+    for r in table.itertuples():
+        lines.append(f"| {r.width} | {r.ms_median:.2f} | {r.ms_p10:.2f}–{r.ms_p90:.2f} | {r.break_even_tokens_per_step:.2f} |")
+    return lines + [""]
 
 
 def format_board(board: pd.DataFrame) -> str:

@@ -2,16 +2,19 @@
 
 The harness owns the clock: the decoder never sees it. Each request is bracketed by a device sync and
 `perf_counter`; a step that overshoots a stop condition is truncated, so every method's output is cut
-at exactly the place AR's would be.
+at exactly the place AR's would be, and its drafted/accepted counts are clipped to match (`truncated_counts`).
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
 import torch
 
-from methods.base import Decoder
+from methods.base import Decoder, Step
+
+STOP_MARGIN_CHARS = 8  # characters a stop-string check decodes before the ones it must see (Stopper._window)
 
 
 def sync(device: torch.device) -> None:
@@ -21,12 +24,21 @@ def sync(device: torch.device) -> None:
 
 @dataclass
 class Stopper:
+    """Where a generation ends: just after an EOS token, or at the first token whose text holds a stop string.
+
+    `cut` is called once per step and costs O(new tokens): it decodes only a tail window of the tokens (see
+    `_window`), never the whole output, so checking stop strings adds no per-step cost that grows with length.
+    """
+
     eos_ids: frozenset[int]
     stop_strings: tuple[str, ...] = ()
     tokenizer: object = None  # needed only for stop strings
 
     def cut(self, tokens: list[int], start: int) -> tuple[int, str] | None:
-        """If tokens[start:] ends the generation, return (length to keep, reason)."""
+        """If tokens[start:] ends the generation, return (length to keep, reason).
+
+        tokens[:start] were checked by earlier calls (their text holds no stop string); tokens[start:] are new.
+        """
         for i in range(start, len(tokens)):
             if tokens[i] in self.eos_ids:
                 tokens_eos = i + 1  # the EOS token is kept: it cost a forward like any other
@@ -40,14 +52,45 @@ class Stopper:
         return (tokens_eos, "eos") if tokens_eos else None
 
     def _stop_string_cut(self, tokens: list[int], start: int) -> int | None:
-        text = self.tokenizer.decode(tokens)
-        if not any(s in text for s in self.stop_strings):
+        """The shortest prefix tokens[:j] (j >= start) whose text holds a stop string, decoding tokens[lo:] only.
+
+        The text of tokens[:start] holds no stop string, so one in the text of tokens[:j] must overlap the
+        text that tokens[start:j] changed: in the window, what follows its common prefix with the old text.
+        """
+        if "" in self.stop_strings:  # held by every text
+            return max(start, 1)
+        lo, old = self._window(tokens, start)
+
+        def holds_new_stop(j: int) -> bool:
+            text = self.tokenizer.decode(tokens[lo:j])
+            same = len(os.path.commonprefix([old, text]))
+            return any(text.find(s, max(0, same - len(s) + 1)) >= 0 for s in self.stop_strings)
+
+        if not holds_new_stop(len(tokens)):
             return None
-        for j in range(max(start, 1), len(tokens) + 1):  # shortest prefix whose text holds a stop string
-            prefix = self.tokenizer.decode(tokens[:j])
-            if any(s in prefix for s in self.stop_strings):
+        for j in range(max(start, 1), len(tokens) + 1):
+            if holds_new_stop(j):
                 return j
         return len(tokens)
+
+    def _window(self, tokens: list[int], start: int) -> tuple[int, str]:
+        """(lo, text of tokens[lo:start]) with the text at least L + STOP_MARGIN_CHARS characters long (L: the
+        longest stop string), or lo = 0.
+
+        A stop string that the new tokens complete starts at most L - 1 characters before the text they change,
+        which starts at most 3 characters before the end of the old text (a character split between tokens,
+        spaces cleaned up); the window's own first characters may differ from the full text's (at most 3 for a
+        character split at lo, or a SentencePiece leading space), which the margin keeps clear of any match
+        that counts. L + margin tokens usually hold that many characters; 4 times as many always do when every
+        token decodes to at least one byte (a character is at most 4 bytes of UTF-8).
+        """
+        need = max(map(len, self.stop_strings)) + STOP_MARGIN_CHARS
+        for lookback in (need, 4 * need):
+            lo = max(0, start - lookback)
+            old = self.tokenizer.decode(tokens[lo:start])
+            if lo == 0 or len(old) >= need:
+                break
+        return lo, old
 
     def text(self, tokens: list[int]) -> str:
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
@@ -59,10 +102,10 @@ class Stopper:
 class Generation:
     tokens: list[int] = field(default_factory=list)
     step_tokens: list[int] = field(default_factory=list)  # tokens committed by each step, after truncation
-    step_drafted: list[int] = field(default_factory=list)  # tokens proposed for verification, per step
-    step_accepted: list[int] = field(default_factory=list)  # of those, accepted, per step
+    step_drafted: list[int] = field(default_factory=list)  # tokens proposed for verification, per step (clipped)
+    step_accepted: list[int] = field(default_factory=list)  # of those, accepted, per step (clipped)
     step_draft_forwards: list[int] = field(default_factory=list)  # drafter forwards, per step
-    step_stationary: list[int] = field(default_factory=list)  # Jacobi/CLLM stationary tokens, per step
+    step_stationary: list[int] = field(default_factory=list)  # Jacobi/CLLM stationary tokens, per step (clipped)
 
     @property
     def drafted(self) -> int:
@@ -98,10 +141,6 @@ def generate(decoder: Decoder, input_ids: torch.Tensor, max_new_tokens: int, sto
                 raise RuntimeError(f"{type(decoder).__name__} yielded a step that commits no token")
             start = len(out.tokens)
             out.tokens.extend(step.tokens)
-            out.step_drafted.append(step.drafted)
-            out.step_accepted.append(step.accepted)
-            out.step_draft_forwards.append(step.draft_forwards)
-            out.step_stationary.append(step.stationary)
             if start == 0:
                 sync(device)
                 out.ttft_s = time.perf_counter() - t0
@@ -112,7 +151,13 @@ def generate(decoder: Decoder, input_ids: torch.Tensor, max_new_tokens: int, sto
             if keep >= max_new_tokens and (reason is None or keep > max_new_tokens):
                 keep, reason = max_new_tokens, "max_new_tokens"
             del out.tokens[keep:]
-            out.step_tokens.append(len(out.tokens) - start)
+            kept = len(out.tokens) - start
+            drafted, accepted, stationary = truncated_counts(step, kept)
+            out.step_tokens.append(kept)
+            out.step_drafted.append(drafted)
+            out.step_accepted.append(accepted)
+            out.step_draft_forwards.append(step.draft_forwards)
+            out.step_stationary.append(stationary)
             if reason:
                 out.stop_reason = reason
                 break
@@ -121,3 +166,19 @@ def generate(decoder: Decoder, input_ids: torch.Tensor, max_new_tokens: int, sto
     sync(device)
     out.wall_time_s = time.perf_counter() - t0
     return out
+
+
+def truncated_counts(step: Step, kept: int) -> tuple[int, int, int]:
+    """(drafted, accepted, stationary) of a step of which only the first `kept` tokens are committed.
+
+    A step that is not cut keeps its own counts. A cut step is counted as the decoder would have counted it
+    had it known where the output ends (as a decoder that drafts no further than the token budget does):
+    the kept tokens are accepted drafts followed by one bonus token, the last kept one, so
+    accepted = min(accepted, kept - 1) and drafted = min(drafted, kept - 1) (the draft positions before
+    the last kept token; none of them was rejected, or the step would have committed no token past it);
+    stationary tokens lie past the bonus token, hence past the cut: 0. Drafter forwards are kept as they
+    are: that work was done.
+    """
+    if kept >= len(step.tokens):
+        return step.drafted, step.accepted, step.stationary
+    return min(step.drafted, kept - 1), min(step.accepted, kept - 1), 0
