@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from harness import HarnessError, sandbox
+from harness import HarnessError
+from harness.evaluation import sandbox
 from harness.evaluation.sandbox import SandboxUnavailable, run_python
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
