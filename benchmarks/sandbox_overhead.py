@@ -1,6 +1,6 @@
 """What the sandbox costs, and whether the Spider time and memory limits hold (figures for docs/sandbox.md).
 
-    python benchmarks/sandbox_overhead.py [--repeats 20] [--skip-canonical] [--skip-sql]
+    python benchmarks/sandbox_overhead.py [--repeats 20] [--limit N] [--skip-canonical] [--skip-sql]
 1. Wall time per trivial program: bare `python -I -S`, the sandbox without OS isolation, and with bubblewrap.
 2. All 164 HumanEval canonical solutions through the scorer, one after another, both ways (all must pass).
 3. Spider: `SELECT 1` per query, and each huge-result query of tests/test_spider_sql.py with a 5 s limit: how
@@ -43,8 +43,8 @@ def per_program(repeats: int) -> None:
           f"{guard * 1000:.0f} ms, with bwrap {isolated * 1000:.0f} ms (+{(isolated - guard) * 1000:.0f} ms)")
 
 
-def canonical() -> None:
-    docs = list(he.load()["test"])
+def canonical(limit: int | None) -> None:
+    docs = list(he.load()["test"])[:limit]
     for isolate in (False, True):
         t0 = time.perf_counter()
         passed = sum(sandbox.run_python(he.program(d, d["canonical_solution"], False), he.TIMEOUT_S,
@@ -53,12 +53,12 @@ def canonical() -> None:
               f"in {time.perf_counter() - t0:.1f} s")
 
 
-def sql(repeats: int) -> None:
+def sql(repeats: int, limit: int | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "t.sqlite"
         sqlite3.connect(db).execute("CREATE TABLE t (x)").connection.commit()
         print(f"SELECT 1: {median_s(lambda: execute(db, 'SELECT 1'), repeats) * 1000:.0f} ms per query (median)")
-        for name, query in HUGE.items():
+        for name, query in list(HUGE.items())[:limit]:
             t0 = time.perf_counter()
             out = subprocess.run([sys.executable, "-c", MEASURE.replace("timeout_s=1.0", "timeout_s=5.0"), str(db),
                                   query], capture_output=True, text=True, check=True, cwd=ROOT)
@@ -68,19 +68,26 @@ def sql(repeats: int) -> None:
                   f" {seen['error']}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--limit", type=int, help="only the first N canonical solutions and huge queries (and N repeats)")
     ap.add_argument("--skip-canonical", action="store_true")
     ap.add_argument("--skip-sql", action="store_true")
-    args = ap.parse_args()
+    # the benchmark suite's common flags: no model runs here, so --model is only echoed
+    ap.add_argument("--model", default="none")
+    ap.add_argument("--max-new-tokens", type=int)
+    args = ap.parse_args(argv)
+    repeats = min(args.repeats, args.limit) if args.limit else args.repeats
+    print(f"model: {args.model} (unused: the sandbox runs model-written code, not a model)")
     print("isolation:", json.dumps(sandbox.isolation_report()))
-    per_program(args.repeats)
+    per_program(repeats)
     if not args.skip_canonical:
-        canonical()
+        canonical(args.limit)
     if not args.skip_sql:
-        sql(args.repeats)
+        sql(repeats, args.limit)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,6 +14,7 @@ SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswit
 TINY = ["--model", "tiny-random", "--limit", "1", "--max-new-tokens", "8"]
 EXTRA = {"ar_vs_generate.py": ["--no-gate", "--repeats", "1"]}  # timing gates make no sense on a smoke run
 EXPECT = {  # a line of each script's table
+    "sandbox_overhead.py": "per program (median of",
     "ar_vs_generate.py": "ar / generate tokens/s ratio",
     "compare_methods.py": "tok/step",
     "speculative_vs_transformers.py": "draft model (first 1 of the target's 2 layers",
