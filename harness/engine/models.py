@@ -32,7 +32,7 @@ EMBEDDED = {
 }
 TINY = "tiny-random"
 # CLLM checkpoints shipped with the harness (a LoRA adapter + cllm.json naming the base model and recipe)
-CHECKPOINTS_DIR = Path(__file__).resolve().parent.parent / "methods" / "checkpoints"
+CHECKPOINTS_DIR = Path(__file__).resolve().parents[2] / "methods" / "checkpoints"
 SHIPPED = {"smollm2-135m-cllm": CHECKPOINTS_DIR / "smollm2-135m-cllm-gsm8k"}
 ALIASES = (*EMBEDDED, TINY, *SHIPPED)
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
