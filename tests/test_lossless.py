@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from harness.engine.generate import Stopper, generate
+from harness.engine.models import model_loader
 from methods import available_methods, get_method
 from tests.conftest import PROMPTS, _model, encode
 
@@ -30,7 +31,7 @@ NO_STOP = Stopper(frozenset())
 
 def decoder(name, options, model):
     cls = get_method(name)
-    return cls(model, cls.parse_options(options))
+    return cls(model, cls.parse_options(options), loader=model_loader())
 
 
 def ar_tokens(model, ids, n):

@@ -101,8 +101,8 @@ def exact_second_token(model, ids, temperature):
 class ArgmaxOfAnotherModel(Drafter):
     """A deterministic drafter (no q): proposes the greedy tokens of a different tiny model."""
 
-    def __init__(self, target, arg=None):
-        super().__init__(target, arg)
+    def __init__(self, target, arg=None, loader=None):
+        super().__init__(target, arg, loader)
         self.model = tiny_random(seed=11, initializer_range=0.1, tie_word_embeddings=True)[0]
 
     def propose(self, committed, k, temperature):
@@ -184,6 +184,8 @@ def test_third_party_drafter_via_entry_point(tmp_path, monkeypatch, loopy):
 
 
 class Unrollable:
+    layers = ()
+
     def crop(self, n):
         raise RuntimeError("Linear attention layers can only be cropped by passing a negative int")
 
