@@ -1,11 +1,12 @@
 """Compare several methods/option sets against AR in one process, on the same GSM8K test questions.
 
     python benchmarks/compare_methods.py --data-dir ../shared/data --limit 20 --max-new-tokens 256 \
-        --spec lookahead:window=4,ngram=3,guess_set=4 --spec jacobi --spec speculative:draft=ngram
+        --spec lookahead:window=4,ngram=3,guess_set=4 --spec jacobi --spec speculative:draft=ngram [--engine compiled]
 For each question every spec and AR run back to back (the order rotates per question), after warm-up.
 Prints tokens/step, acceptance rate (accepted / drafted tokens), tokens/s, speedup (ratio of total
 times vs AR) and how many outputs are token-identical to AR's. Without --spec: jacobi. The data directory
-is --data-dir, else $HARNESS_DATA_DIR, else ../shared/data (the file read is gsm8k/test.jsonl).
+is --data-dir, else $HARNESS_DATA_DIR, else ../shared/data (the file read is gsm8k/test.jsonl). Every decoder,
+AR included, runs on --engine (eager, or compiled: its graphs are compiled before the first timed request).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from harness.engine.generate import generate
 from harness.engine.models import load_model
 from harness.engine.session import Request, RunConfig, build_decoder, prepare
+from methods.engine import ENGINES, make_engine
 from methods.specs import parse_specs, spec_text
 
 
@@ -43,18 +45,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=20)
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--spec", action="append", help="method[:key=value,...], repeatable (default: jacobi)")
+    ap.add_argument("--engine", choices=ENGINES, default="eager")
     args = ap.parse_args(argv)
 
     lm = load_model(args.model, args.device, args.dtype)
     cfg = RunConfig(method="ar", model=args.model, max_new_tokens=args.max_new_tokens)
     prepared = prepare(lm, gsm8k_requests(args.data_dir, args.limit), cfg)
-    decoders = {"ar": build_decoder("ar", {}, lm.model)[0]}
+    longest = max(p.input_ids.shape[1] + p.max_new_tokens for p in prepared)
+    engine = make_engine(args.engine, lm.model, **({"max_len": longest + 64} if args.engine == "compiled" else {}))
+    decoders = {"ar": build_decoder("ar", {}, lm.model, engine=engine)[0]}
     for spec in parse_specs(args.spec or ["jacobi"], flag="--spec"):
-        decoders[spec_text(spec)] = build_decoder(spec[0], dict(spec[1]), lm.model)[0]
+        decoders[spec_text(spec)] = build_decoder(spec[0], dict(spec[1]), lm.model, engine=engine)[0]
     print(f"model {args.model}, {len(prepared)} GSM8K test questions, {args.max_new_tokens} new tokens, "
-          f"{len(decoders)} decoders", flush=True)
-    for d in decoders.values():  # warm-up
+          f"{len(decoders)} decoders, {args.engine} engine", flush=True)
+    for name, d in decoders.items():  # warm-up: compile every width (compiled engine), then one short request
+        seconds = d.warm_up(progress=lambda msg, name=name: print(f"  compiling {name}: {msg}", flush=True))
         generate(d, prepared[0].input_ids, 16, prepared[0].stopper)
+        if seconds:
+            print(f"  {name}: warm-up {seconds:.1f} s", flush=True)
 
     stats = {k: dict(time=0.0, tokens=0, steps=0, drafted=0, accepted=0, draft_forwards=0, same=0) for k in decoders}
     names = list(decoders)

@@ -54,7 +54,10 @@ def main(verbose: bool):
 
 
 RUN_OPTIONS = ("method", "task", "prompts", "model", "device", "dtype", "limit", "max_new_tokens", "seed",
-               "options", "output_dir", "chat_template", "data_dir", "num_fewshot", "judge_url", "judge_model")
+               "options", "output_dir", "chat_template", "data_dir", "num_fewshot", "judge_url", "judge_model",
+               "engine")
+ENGINE_HELP = ("eager: HF forwards with a dynamic cache; compiled: a static cache and one torch.compile graph per "
+               "forward width (compiled once per machine, minutes; docs/engine.md).")
 
 
 @main.command()
@@ -78,6 +81,7 @@ RUN_OPTIONS = ("method", "task", "prompts", "model", "device", "dtype", "limit",
 @click.option("--num-fewshot", type=int, help="Few-shot examples (default: the task's).")
 @click.option("--judge-url", help="MT-bench: OpenAI-compatible endpoint (e.g. http://host:8000/v1) for 1-10 grading.")
 @click.option("--judge-model", help="MT-bench: the judge model's name at --judge-url (API key from OPENAI_API_KEY).")
+@click.option("--engine", type=click.Choice(["eager", "compiled"]), default="eager", show_default=True, help=ENGINE_HELP)
 @click.option("--resume", metavar="RUN_ID", help="Continue an interrupted run in --output-dir, skipping finished requests.")
 @click.option("--require-sandbox", is_flag=True, help="Refuse to run model-written code without OS isolation (bubblewrap).")
 @click.pass_context
@@ -176,6 +180,7 @@ def _warn(message: str) -> None:
 @click.argument("run_dirs", nargs=-1, type=click.Path())
 @click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
               help="Where leaderboard.csv, report.md and plots/ go.")
+@click.option("--engine", type=click.Choice(["eager", "compiled"]), default="eager", show_default=True, help=ENGINE_HELP)
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=2000, show_default=True,
               help="Bootstrap resamples for the 95% intervals (0: no intervals).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
@@ -289,15 +294,18 @@ def lm_eval_cli(args):
 @click.option("--repeats", type=int, default=20, show_default=True, help="Timed forwards per width (after 3 untimed ones).")
 @click.option("--out", default="results/profile", show_default=True, type=click.Path(file_okay=False),
               help="Folder for <hardware>--<model>.csv, .json and .png.")
-def profile(widths, **kwargs):
+@click.option("--engines", default="eager", show_default=True,
+              help="Engines to measure side by side, comma-separated: eager, compiled (compiling takes minutes).")
+def profile(widths, engines, **kwargs):
     """Forward cost of w new tokens after a cached context, relative to one token, on this hardware.
 
     A parallel method whose forwards are w tokens wide beats AR only if it commits more than t(w)/t(1)
     tokens per step: the break-even column."""
     from harness.orchestration.profile import ProfileConfig, format_table, parse_widths, run_profile
 
-    cfg = ProfileConfig(widths=parse_widths(widths), **kwargs)
-    table, conditions, paths = run_profile(cfg)
+    cfg = ProfileConfig(widths=parse_widths(widths), engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
+                        **kwargs)
+    table, conditions, paths = run_profile(cfg, progress=lambda msg: click.echo(f"compiling: {msg}", err=True))
     hw = conditions["hardware"]
     click.echo(f"{cfg.model} ({conditions['dtype']}) on {hw['label']}, {hw['torch_threads']} threads, "
                f"{cfg.context} cached tokens, median of {cfg.repeats} forwards:")

@@ -11,7 +11,6 @@ import torch
 
 from methods.acceptance import sample
 from methods.base import Decoder, Step
-from methods.kv import forward, new_cache
 
 
 @dataclass(frozen=True)
@@ -27,12 +26,15 @@ class AR(Decoder):
     description = "autoregressive decoding with a KV cache (the baseline)"
     Options = AROptions
 
+    def widths(self):
+        return (1,)
+
     @torch.inference_mode()
     def decode(self, input_ids: torch.Tensor, max_new_tokens: int) -> Iterator[Step]:
-        cache = new_cache(self.model, record_past=False)  # AR never rolls back
+        cache = self.engine.new_cache(record_past=False)  # AR never rolls back
         x = input_ids  # (1, T) for the prefill, then (1, 1)
         for _ in range(max_new_tokens):
-            logits = forward(self.model, x, cache, keep=1)  # (1, 1, V)
+            logits = self.engine.forward(x, cache, keep=1)  # (1, 1, V)
             tok = sample(logits[0, -1], self.options.temperature)
             yield Step(tokens=(tok,))
             x = torch.tensor([[tok]], device=input_ids.device)

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from methods.engine import Engine
+
 # Loads a second model (a CLLM checkpoint, a draft model) from a spec (alias, hub id, directory, .gguf)
 # onto the device and dtype of the model given as `like`. The harness passes one in; decoders never
 # import the harness.
@@ -63,10 +65,21 @@ class Decoder:
     lossless: ClassVar[bool] = True  # greedy output must equal AR's token for token
     Options: ClassVar[type] = NoOptions
 
-    def __init__(self, model: torch.nn.Module, options: Any = None, loader: ModelLoader | None = None):
+    def __init__(self, model: torch.nn.Module, options: Any = None, loader: ModelLoader | None = None,
+                 engine: Engine | None = None):
         self.model = model
         self.options = options if options is not None else self.Options()
         self.loader = loader
+        self.engine = engine if engine is not None else Engine(model)  # eager unless the harness passes another
+
+    def widths(self) -> tuple[int, ...]:
+        """The widths of the forwards `decode` runs after the prefill (a compiled engine builds one graph for
+        each, and pads a narrower forward to the next one). Empty: not known in advance."""
+        return ()
+
+    def warm_up(self, progress=None) -> float:
+        """Compile every forward this decoder will run (an eager engine does nothing); seconds spent."""
+        return self.engine.warm_up(self.widths(), progress=progress)
 
     def load_second_model(self, spec: str) -> torch.nn.Module:
         """A second model from `spec`, on this model's device and dtype, through the loader passed in."""

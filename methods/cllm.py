@@ -25,10 +25,11 @@ class CLLM(Jacobi):
     lossless = False  # the checkpoint is a different model: its output may differ from the base's
     Options = CLLMOptions
 
-    def __init__(self, model, options=None, loader=None):
-        super().__init__(model, options, loader)
+    def __init__(self, model, options=None, loader=None, engine=None):
+        super().__init__(model, options, loader, engine)
         checkpoint = self.load_second_model(self.options.checkpoint)
         if checkpoint.config.vocab_size != model.config.vocab_size:
             raise ValueError(f"checkpoint {self.options.checkpoint} has a vocabulary of {checkpoint.config.vocab_size} "
                              f"tokens, the base model {model.config.vocab_size}; pass the checkpoint's base as --model")
-        self.model = checkpoint  # Jacobi decoding runs on the checkpoint
+        self.model = checkpoint  # Jacobi decoding runs on the checkpoint, on an engine of the same kind
+        self.engine = self.engine.like(checkpoint)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from methods.acceptance import sample
-from methods.kv import forward, new_cache, rollback
+from methods.engine import Engine
 from methods.registry import Registry
 
 
@@ -30,6 +30,13 @@ class Drafter:
     def reset(self) -> None:
         """Called at the start of every request."""
 
+    def use_engine(self, engine: Engine) -> None:
+        """Run this drafter's forwards (if it has any) on an engine of `engine`'s kind."""
+
+    def warm_up(self, progress=None) -> float:
+        """Compile the drafter's forwards ahead of the timed requests; seconds spent."""
+        return 0.0
+
     def propose(self, committed: Sequence[int], k: int, temperature: float):
         raise NotImplementedError
 
@@ -40,13 +47,17 @@ DRAFTERS = Registry("drafter", {"ngram": "methods.drafters:NgramDrafter",
 
 
 def make_drafter(spec: str, target: torch.nn.Module, default_args: dict[str, str] | None = None,
-                 loader=None) -> Drafter:
+                 loader=None, engine: Engine | None = None) -> Drafter:
     """`name[:arg]` of a registered drafter (a missing arg falls back to default_args[name]);
-    anything else is a model spec for ModelDrafter, loaded through `loader` (methods.base.ModelLoader)."""
+    anything else is a model spec for ModelDrafter, loaded through `loader` (methods.base.ModelLoader).
+    A drafter with a model runs it on an engine of `engine`'s kind (eager by default)."""
     name, _, arg = spec.partition(":")
     if name in DRAFTERS.available():
-        return DRAFTERS.get(name)(target, arg or (default_args or {}).get(name), loader)
-    return ModelDrafter(target, spec, loader)
+        drafter = DRAFTERS.get(name)(target, arg or (default_args or {}).get(name), loader)
+    else:
+        drafter = ModelDrafter(target, spec, loader)
+    drafter.use_engine(engine if engine is not None else Engine(target))
+    return drafter
 
 
 class NgramDrafter(Drafter):
@@ -81,6 +92,13 @@ class ModelDrafter(Drafter):
             raise ValueError(f"draft model {arg!r} has a vocabulary of {vd} tokens, the target {vt}: "
                              "a draft model must share the target's tokenizer")
         self.cache, self.cached = None, []  # the drafter's KV cache and the tokens it holds
+        self.engine = Engine(self.model)
+
+    def use_engine(self, engine):
+        self.engine = engine.like(self.model)
+
+    def warm_up(self, progress=None):
+        return self.engine.warm_up((1, 2), progress=progress)  # a draft feeds 1 token, 2 after a correction
 
     def _load(self, spec):
         if self.loader is None:
@@ -88,7 +106,7 @@ class ModelDrafter(Drafter):
         return self.loader(spec, self.target)
 
     def reset(self):
-        self.cache, self.cached = new_cache(self.model), []
+        self.cache, self.cached = self.engine.new_cache(), []
 
     def _sync_cache(self, committed) -> list[int]:
         """Roll the cache back to its longest prefix shared with `committed`; return what it still lacks."""
@@ -98,7 +116,7 @@ class ModelDrafter(Drafter):
                 break
             same += 1
         same = min(same, len(committed) - 1)  # always feed at least the last token
-        rollback(self.cache, len(self.cached) - same)
+        self.engine.rollback(self.cache, len(self.cached) - same)
         self.cached = list(committed[:same])
         return list(committed[same:])
 
@@ -108,7 +126,7 @@ class ModelDrafter(Drafter):
         device = next(self.model.parameters()).device
         tokens, probs = [], []
         for _ in range(k):
-            logits = forward(self.model, torch.tensor([feed], device=device), self.cache, keep=1)[0, -1]  # (V,)
+            logits = self.engine.forward(torch.tensor([feed], device=device), self.cache, keep=1)[0, -1]  # (V,)
             self.cached += feed
             tok = sample(logits, temperature)
             if temperature > 0:

@@ -13,7 +13,6 @@ import torch
 
 from methods.acceptance import greedy_accept
 from methods.base import Decoder, Step
-from methods.kv import forward, new_cache, rollback
 
 INITS = ("prompt", "repeat")
 
@@ -43,14 +42,17 @@ class Jacobi(Decoder):
     description = "vanilla Jacobi iteration over an n-token block (lossless under greedy)"
     Options = JacobiOptions
 
+    def widths(self):
+        return (self.options.block_size + 1,)  # a short last block is padded to it
+
     @torch.inference_mode()
     def decode(self, input_ids: torch.Tensor, max_new_tokens: int) -> Iterator[Step]:
         n = self.options.block_size
         filler = guess_filler(self.options.init, input_ids[0].tolist(), self.options.seed)
         fill = lambda k, last: torch.tensor(filler(k, int(last)), dtype=torch.long, device=input_ids.device)  # noqa: E731
-        cache = new_cache(self.model)
+        cache = self.engine.new_cache()
         # 1. Prefill: the prompt's forward commits the first token, exactly as in AR.
-        last = forward(self.model, input_ids, cache, keep=1)[0, -1].argmax()  # ()
+        last = self.engine.forward(input_ids, cache, keep=1)[0, -1].argmax()  # ()
         yield Step(tokens=(int(last),))
         produced = 1
         guess = fill(n, last)  # (n,)
@@ -58,11 +60,11 @@ class Jacobi(Decoder):
             # 2. Guess no further than the token budget: positions past it could never be committed.
             g = min(n, max_new_tokens - produced - 1)
             x = torch.cat([last.view(1), guess[:g]]).unsqueeze(0)  # (1, g+1)
-            preds = forward(self.model, x, cache, keep=g + 1)[0].argmax(-1)  # (g+1,)
+            preds = self.engine.forward(x, cache, keep=g + 1)[0].argmax(-1)  # (g+1,)
             # 3. Verify: guess[i] stands if it equals the model's prediction given everything before it.
             k = greedy_accept(guess[:g], preds)
             # 4. The cache holds [last, guess[:g]]; only [last, guess[:k]] are committed context.
-            rollback(cache, g - k)
+            self.engine.rollback(cache, g - k)
             stationary = int((preds[k + 1: g] == guess[k + 1: g]).sum())  # unverified yet unchanged
             yield Step(tokens=tuple(preds[: k + 1].tolist()), drafted=g, accepted=k, stationary=stationary)
             produced += k + 1

@@ -19,7 +19,6 @@ import torch
 from methods.acceptance import greedy_accept
 from methods.base import Decoder, Step
 from methods.jacobi import INITS, guess_filler
-from methods.kv import forward, new_cache, rollback, tree_forward
 
 
 @dataclass(frozen=True)
@@ -60,8 +59,8 @@ class Lookahead(Decoder):
     description = "lookahead decoding: Jacobi trajectory n-grams verified in the same forward (lossless)"
     Options = LookaheadOptions
 
-    def __init__(self, model, options=None, loader=None):
-        super().__init__(model, options, loader)
+    def __init__(self, model, options=None, loader=None, engine=None):
+        super().__init__(model, options, loader, engine)
         self._pool = NgramPool(self.options.guess_set)  # used across requests only if options.pool
 
     @functools.lru_cache(maxsize=256)  # noqa: B019  (one decoder per run: its cached layouts live as long as it)
@@ -92,15 +91,24 @@ class Lookahead(Decoder):
             a += n
         return allowed.to(device), offsets.to(device)
 
+    def widths(self):
+        """The tree forward's width: W·(N−1) with nothing pending and no candidates, up to N pending tokens
+        plus G candidates of N−1 tokens."""
+        W, N, G = self.options.window, self.options.ngram, self.options.guess_set
+        return tuple(sorted({W * (N - 1), N + (W - 1) + (N - 2) * W + G * (N - 1)}))
+
+    def warm_up(self, progress=None) -> float:
+        return self.engine.warm_up(self.widths(), tree=True, progress=progress)
+
     @torch.inference_mode()
     def decode(self, input_ids: torch.Tensor, max_new_tokens: int) -> Iterator[Step]:
         o = self.options
         W, L, device = o.window, o.ngram - 1, input_ids.device
         fill = guess_filler(o.init, input_ids[0].tolist(), o.seed)
         pool = self._pool if o.pool else NgramPool(o.guess_set)
-        cache = new_cache(self.model)
+        cache = self.engine.new_cache()
         # 1. Prefill: the prompt's forward commits the first token, exactly as in AR.
-        last = int(forward(self.model, input_ids, cache, keep=1)[0, -1].argmax())
+        last = int(self.engine.forward(input_ids, cache, keep=1)[0, -1].argmax())
         yield Step(tokens=(last,))
         pending, produced = [last], 1  # committed tokens whose KV is not cached yet (the last one included)
         levels = [[last] + fill(W - 1, last)] + [fill(W, last) for _ in range(L - 1)]  # L levels of W tokens
@@ -111,9 +119,9 @@ class Lookahead(Decoder):
             P = len(pending)
             allowed, offsets = self._layout(P, tuple(map(len, cands)), device)
             tokens = pending + levels[0][1:] + [t for lv in levels[1:] for t in lv] + [t for c in cands for t in c]
-            start = cache.get_seq_length()
+            start = self.engine.length(cache)
             x = torch.tensor([tokens], device=device)  # (1, q)
-            logits = tree_forward(self.model, x, cache, allowed, offsets + start + P - 1, keep=len(tokens) - P + 1)
+            logits = self.engine.tree_forward(x, cache, allowed, offsets + start + P - 1, keep=len(tokens) - P + 1)
             out = logits[0].argmax(-1).tolist()  # out[k] predicts the token after input P-1+k
             # 3. Verify the level-0 chain and every candidate; keep the longest accepted prefix.
             best_preds = out[:W]
@@ -133,7 +141,7 @@ class Lookahead(Decoder):
                     pool.add(levels[0][f], tuple(levels[j][f] for j in range(1, L)) + (new_level[f],))
             # 5. Keep the KV of the pending tokens (and of an accepted level-0 chain); drop the rest.
             kept = P + (len(committed) - 1 if best_is_chain else 0)
-            rollback(cache, len(tokens) - kept)
+            self.engine.rollback(cache, len(tokens) - kept)
             pending = committed[-1:] if best_is_chain else committed
             produced += len(committed)
             yield Step(tokens=tuple(committed), drafted=W - 1 + sum(map(len, cands)), accepted=len(committed) - 1)

@@ -15,7 +15,9 @@ import torch
 from methods.acceptance import greedy_accept, rejection_accept, sample
 from methods.base import Decoder, Step
 from methods.drafters import make_drafter
-from methods.kv import forward, new_cache, rollback
+
+
+MAX_K = 15  # adaptive drafting grows k up to this (forwards of 16 tokens at most), or up to the k given
 
 
 @dataclass(frozen=True)
@@ -35,21 +37,29 @@ class Speculative(Decoder):
     description = "speculative decoding with a drafter (ngram, layerskip:L or a model); lossless"
     Options = SpeculativeOptions
 
-    def __init__(self, model, options=None, loader=None):
-        super().__init__(model, options, loader)
+    def __init__(self, model, options=None, loader=None, engine=None):
+        super().__init__(model, options, loader, engine)
         try:
             self.drafter = make_drafter(self.options.draft, model, default_args={"ngram": str(self.options.ngram)},
-                                        loader=loader)
+                                        loader=loader, engine=self.engine)
         except ValueError as e:
             raise ValueError(f"draft={self.options.draft}: {e}") from None
+
+    def widths(self):
+        # 1: a drafter that found nothing (n-gram lookup) verifies no draft; adaptive k pads to powers of two
+        k = self.options.k
+        return (1, k + 1) if not self.options.adaptive else tuple(sorted({1, 2, 4, 8, 16, k + 1}))
+
+    def warm_up(self, progress=None) -> float:
+        return super().warm_up(progress) + self.drafter.warm_up(progress)
 
     @torch.inference_mode()
     def decode(self, input_ids: torch.Tensor, max_new_tokens: int) -> Iterator[Step]:
         o, T, device = self.options, self.options.temperature, input_ids.device
-        cache = new_cache(self.model)
+        cache = self.engine.new_cache()
         self.drafter.reset()
         # 1. Prefill: the prompt's forward commits the first token, exactly as in AR.
-        last = sample(forward(self.model, input_ids, cache, keep=1)[0, -1], T)
+        last = sample(self.engine.forward(input_ids, cache, keep=1)[0, -1], T)
         yield Step(tokens=(last,))
         committed, produced, k = input_ids[0].tolist() + [last], 1, o.k
         while produced < max_new_tokens:
@@ -57,7 +67,7 @@ class Speculative(Decoder):
             draft, q, draft_forwards = self.drafter.propose(committed, min(k, max_new_tokens - produced - 1), T)
             d = len(draft)
             # 3. Verify: one target forward over [last, draft] gives its prediction after every draft prefix.
-            logits = forward(self.model, torch.tensor([[last] + draft], device=device), cache, keep=d + 1)[0]  # (d+1, V)
+            logits = self.engine.forward(torch.tensor([[last] + draft], device=device), cache, keep=d + 1)[0]  # (d+1, V)
             if T > 0:
                 a, token = rejection_accept(draft, q, logits, T)
                 new = draft[:a] + [token]
@@ -66,10 +76,10 @@ class Speculative(Decoder):
                 a = greedy_accept(draft, preds)
                 new = preds[: a + 1]
             # 4. The cache holds [last, draft]; keep [last, draft[:a]].
-            rollback(cache, d - a)
+            self.engine.rollback(cache, d - a)
             committed += new
             produced += len(new)
             last = new[-1]
             yield Step(tokens=tuple(new), drafted=d, accepted=a, draft_forwards=draft_forwards)
             if o.adaptive and d:
-                k = k + 2 if a == d else max(1, k - 1)
+                k = min(k + 2, max(MAX_K, o.k)) if a == d else max(1, k - 1)

@@ -12,13 +12,15 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_"))
 TINY = ["--model", "tiny-random", "--limit", "1", "--max-new-tokens", "8"]
-EXTRA = {"ar_vs_generate.py": ["--no-gate", "--repeats", "1"]}  # timing gates make no sense on a smoke run
+EXTRA = {"ar_vs_generate.py": ["--no-gate", "--repeats", "1"],  # timing gates make no sense on a smoke run
+         "gpu_check.py": ["--device", "cpu", "--engines", "eager"]}  # tests/test_engine.py covers compiling
 EXPECT = {  # a line of each script's table
     "sandbox_overhead.py": "per program (median of",
     "ar_vs_generate.py": "ar / generate tokens/s ratio",
     "compare_methods.py": "tok/step",
     "speculative_vs_transformers.py": "draft model (first 1 of the target's 2 layers",
     "cllm_distance_accuracy.py": "tiny-random: 1 samples",
+    "gpu_check.py": "gpu_check: lossless OK",
 }
 QUESTIONS = [{"question": "Tom has 3 apples and buys 2 more. How many apples does he have?", "answer": "3 + 2 = 5\n#### 5"},
              {"question": "What is 6 times 7?", "answer": "6 * 7 = 42\n#### 42"}]

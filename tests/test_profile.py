@@ -26,6 +26,8 @@ def test_measure_table():
     model, _ = tiny_random()
     table = measure(model, context=20, widths=(8, 2, 2), repeats=4, warmup=1)
     assert list(table.columns) == COLUMNS and table["width"].tolist() == [1, 2, 8]  # 1 always, sorted, unique
+    assert set(table["engine"]) == {"eager"}
+    assert table["vs_first_engine_w1"].tolist() == table["break_even_tokens_per_step"].tolist()
     assert (table["ms_p10"] <= table["ms_median"]).all() and (table["ms_median"] <= table["ms_p90"]).all()
     assert (table["ms_median"] > 0).all()
     assert table["break_even_tokens_per_step"].tolist() == pytest.approx((table["ms_median"] / table["ms_median"][0]).tolist())
@@ -66,6 +68,7 @@ def test_cli_writes_csv_json_png_named_by_hardware(tmp_path):
     (["--context", "-5"], "--context must be at least 1"),
     (["--repeats", "0"], "--repeats must be at least 1"),
     (["--context", "500", "--widths", "1,32"], "exceeds the context length of tiny-random (512)"),
+    (["--engines", "eager,fast"], "choose from eager, compiled"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path, args, message):
     result = invoke(*args, "--out", str(tmp_path))
@@ -90,10 +93,10 @@ def test_report_shows_the_profile_of_its_hardware(tmp_path):
     write_profile(out / "profile", "other CPU", "m")
     assert profile_lines("m", "2-core CPU", out) == []  # another machine's costs say nothing here
     write_profile(out / "profile", "2-core CPU", "other-model", ms=(10.0, 50.0))
-    assert "| 16 | 50.00 | 49.00–51.00 | 5.00 |" in profile_lines("m", "2-core CPU", out)
+    assert "| eager | 16 | 50.00 | 49.00–51.00 | 5.00 |" in profile_lines("m", "2-core CPU", out)
     write_profile(out / "profile", "2-core CPU", "m", ms=(10.0, 30.0))  # this model's own profile wins
     text = "\n".join(profile_lines("m", "2-core CPU", out))
-    assert "| 16 | 30.00 | 29.00–31.00 | 3.00 |" in text and "50.00" not in text and "2026-11-30" in text
+    assert "| eager | 16 | 30.00 | 29.00–31.00 | 3.00 |" in text and "50.00" not in text and "2026-11-30" in text
     (out / "profile" / "2-core CPU--m.json").write_text("{")  # a damaged profile is left out, not fatal
     assert "50.00" in "\n".join(profile_lines("m", "2-core CPU", out))
 
@@ -109,3 +112,15 @@ def test_report_md_includes_the_profile(tmp_path):
     written = write_report(runs, leaderboard(runs, n_boot=0), out, plots=False)
     md = written["report"].read_text()
     assert "### Forward cost on this hardware" in md and "| 16 | 30.00 | 29.00–31.00 | 3.00 |" in md
+
+
+def test_measure_both_engines_side_by_side():
+    """The compiled engine's rows come after the eager ones, each with its own t(1) and against eager's t(1)."""
+    model, _ = tiny_random()
+    table = measure(model, context=12, widths=(1, 3), repeats=2, warmup=1, engines=("eager", "compiled"),
+                    autotune=False)
+    assert table[["engine", "width"]].values.tolist() == [["eager", 1], ["eager", 3], ["compiled", 1], ["compiled", 3]]
+    compiled = table[table["engine"] == "compiled"].reset_index()
+    assert compiled["break_even_tokens_per_step"][0] == 1.0
+    eager_one = table["ms_median"][0]
+    assert compiled["vs_first_engine_w1"].tolist() == pytest.approx((compiled["ms_median"] / eager_one).tolist())

@@ -2,7 +2,8 @@
 
     runs = load_runs(["results/runs"])        # every run folder found, as tidy tables
     board = leaderboard(runs)                 # one row per experiment (KEY: model, task, hardware, method,
-                                              # options, dtype, max_new_tokens, num_fewshot, chat template, device)
+                                              # options, dtype, max_new_tokens, num_fewshot, chat template, device,
+                                              # engine)
     write_report(runs, board, Path("results"), command="harness report results/runs")
 Each method's rows are paired with the AR rows of the same run (timed back to back); `speedup` is the
 ratio of throughputs (harness.analysis.summary), with 95% bootstrap intervals over documents. AR rows pool only
@@ -26,7 +27,7 @@ from harness.analysis.summary import (BASELINE, INTERVALS, MIN_DOCS, accuracy_st
 log = logging.getLogger(__name__)
 
 # settings that make two runs different experiments (besides model, task, hardware, method and options)
-SETTINGS = ["dtype", "max_new_tokens", "num_fewshot", "chat_template", "device"]
+SETTINGS = ["dtype", "max_new_tokens", "num_fewshot", "chat_template", "device", "engine"]
 KEY = ["model", "task", "hardware", "method", "options", *SETTINGS]
 VERSIONED = ("torch", "transformers", "lm_eval")  # library versions a leaderboard row must not mix silently
 COLUMNS = ["model", "task", "method", "options", "n", "n_errors", "n_paired", "n_docs", "tokens_per_step",
@@ -64,6 +65,7 @@ def settings(info: dict) -> dict[str, str]:
               "device": model.get("device") or (info.get("hardware") or {}).get("device"),
               "chat_template": chat}
     out = {k: "unknown" if v is None else str(v) for k, v in picked.items()}
+    out["engine"] = str(cfg.get("engine", "eager"))  # runs from before the engine option were eager
     for k in ("max_new_tokens", "num_fewshot"):
         value = cfg.get(k, info.get(k))
         out[k] = "default" if value is None else str(value)

@@ -19,7 +19,7 @@ from methods.specs import format_options
 from harness.analysis.summary import MIN_DOCS
 
 log = logging.getLogger(__name__)
-PROFILE_COLUMNS = ["width", "ms_median", "ms_p10", "ms_p90", "break_even_tokens_per_step"]  # harness profile's CSV
+PROFILE_COLUMNS = ["engine", "width", "ms_median", "ms_p10", "ms_p90", "break_even_tokens_per_step"]  # harness profile's CSV
 
 CAPTIONS = {"speedup": "Speedup vs AR per task (throughput ratio), 95% bootstrap intervals over documents",
             "speedup_vs_tokens_per_step": "Speedup vs tokens committed per step",
@@ -112,7 +112,8 @@ def profile_lines(model: str, hardware: str, out: Path) -> list[str]:
         for meta in sorted(folder.glob("*.json")):
             try:
                 cond = json.loads(meta.read_text())
-                table = pd.read_csv(meta.with_suffix(".csv"))[PROFILE_COLUMNS]
+                table = pd.read_csv(meta.with_suffix(".csv"))
+                table = table.assign(engine=table["engine"] if "engine" in table else "eager")[PROFILE_COLUMNS]
                 if cond["hardware"]["label"] == hardware:
                     found.append((cond["model"] != model, cond, table))
             except (OSError, ValueError, KeyError, TypeError) as e:
@@ -124,10 +125,11 @@ def profile_lines(model: str, hardware: str, out: Path) -> list[str]:
              f"`harness profile`, {cond['created']}, {cond['model']} ({cond['dtype']}): one forward of w new tokens "
              f"after {cond['context']} cached tokens, median of {cond['repeats']}. "
              "A method whose forwards are w tokens wide is faster than AR only if it commits more than t(w)/t(1) "
-             "tokens per step.", "", "| w | ms (median) | ms (p10–p90) | t(w)/t(1) = break-even tokens/step |",
-             "|---|---|---|---|"]
+             "tokens per step (t(1) of the same engine).", "",
+             "| engine | w | ms (median) | ms (p10–p90) | t(w)/t(1) = break-even tokens/step |", "|---|---|---|---|---|"]
     for r in table.itertuples():
-        lines.append(f"| {r.width} | {r.ms_median:.2f} | {r.ms_p10:.2f}–{r.ms_p90:.2f} | {r.break_even_tokens_per_step:.2f} |")
+        lines.append(f"| {r.engine} | {r.width} | {r.ms_median:.2f} | {r.ms_p10:.2f}–{r.ms_p90:.2f} | "
+                     f"{r.break_even_tokens_per_step:.2f} |")
     return lines + [""]
 
 

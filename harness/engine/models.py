@@ -51,6 +51,7 @@ class LoadedModel:
     context_length: int
     content: dict = field(default_factory=dict)  # {"sha256", "files"} of a file or directory, {"revision"} on the hub
     base: LoadedModel | None = None  # an adapter's base model
+    engines: dict = field(default_factory=dict, repr=False)  # kind -> methods.engine.Engine, built once (its graphs)
 
     @property
     def chat(self) -> bool:

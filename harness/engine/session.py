@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +22,12 @@ from harness.engine.models import LoadedModel, model_loader
 from harness.engine.records import SAMPLES, SampleWriter, read_samples, row_problem
 from methods import get_method
 from methods.base import Decoder, OptionError
+from methods.engine import ENGINES, Engine, make_engine
 
 log = logging.getLogger(__name__)
 WARMUP_TOKENS = 16
 DEFAULT_MAX_NEW = 128  # for a prompts file; lm-eval tasks set their own
+DEFAULT_ENGINE = "eager"
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class RunConfig:
     judge_url: str | None = None  # MT-bench: an OpenAI-compatible endpoint for single-answer grading
     judge_model: str | None = None
     require_sandbox: bool = False  # refuse to run model-written code (HumanEval, Spider) without OS isolation
+    engine: str = DEFAULT_ENGINE  # eager (DynamicCache) or compiled (static cache, torch.compile per width)
 
     def __post_init__(self):
         check_types(self)
@@ -64,6 +68,8 @@ class RunConfig:
             raise HarnessError(f"--num-fewshot must be 0 or more (got {self.num_fewshot})")
         if self.limit is not None and self.limit < 1:
             raise HarnessError(f"--limit must be at least 1 (got {self.limit}); leave it out to run every prompt")
+        if self.engine not in ENGINES:
+            raise HarnessError(f"--engine must be one of {', '.join(ENGINES)} (got {self.engine!r})")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise HarnessError(f"--max-new-tokens must be at least 1 (got {self.max_new_tokens})")
 
@@ -91,12 +97,14 @@ class Prepared:
     stopper: Stopper
 
 
-def build_decoder(name: str, options: dict[str, str], model, loaded: list[dict] | None = None) -> tuple[Decoder, dict]:
-    """The decoder with validated options; second models it loads are described in `loaded`."""
+def build_decoder(name: str, options: dict[str, str], model, loaded: list[dict] | None = None,
+                  engine: Engine | None = None) -> tuple[Decoder, dict]:
+    """The decoder with validated options, on `engine` (eager by default); second models it loads are described
+    in `loaded`."""
     cls = get_method(name)
     try:
         opts = cls.parse_options(options)
-        return cls(model, opts, loader=model_loader(loaded)), dataclasses.asdict(opts)
+        return cls(model, opts, loader=model_loader(loaded), engine=engine), dataclasses.asdict(opts)
     except (OptionError, ValueError) as e:  # bad options, or ones the decoder rejects when it sets up
         raise HarnessError(f"method {name}: {e}") from None
 
@@ -192,11 +200,15 @@ class Session:
         self.eos = eos_ids(lm)
         self._decoders: dict[float | None, dict] = {}
         self.loaded: list[dict] = []  # second models the decoders loaded (CLLM checkpoint, draft model)
+        if cfg.engine not in lm.engines:  # one per loaded model: a sweep compiles its graphs once
+            lm.engines[cfg.engine] = make_engine(cfg.engine, lm.model)
+        self.engine = lm.engines[cfg.engine]
+        self.warmup_s = 0.0  # compiling the engine's graphs and the untimed warm-up request
         self.names = list(self.decoders(None))  # bad options fail now, before any work
         self.done: dict[tuple, dict] = {}
         self.writer = None
         self.live = {n: [0, 0.0] for n in self.names}  # this session's paired [tokens, seconds], for the live speedup
-        self.warmed = False
+        self.warmed: set = set()  # the temperatures whose decoders have been warmed up
 
     def decoders(self, temperature: float | None) -> dict:
         """{name: (decoder, options)}; a task asking for sampling gets decoders at its temperature
@@ -209,11 +221,11 @@ class Session:
                     raise HarnessError(f"the task samples at temperature {temperature}, but method {cfg.method} "
                                        "decodes greedily only")
                 opts["temperature"] = str(temperature)
-            out = {cfg.method: build_decoder(cfg.method, opts, self.lm.model, self.loaded)}
+            out = {cfg.method: build_decoder(cfg.method, opts, self.lm.model, self.loaded, self.engine)}
             if self.paired and cfg.method != BASELINE:
                 # a sampling method is paired with AR sampling at the same temperature
                 base = {"temperature": opts["temperature"]} if "temperature" in opts else {}
-                out[BASELINE] = build_decoder(BASELINE, base, self.lm.model)
+                out[BASELINE] = build_decoder(BASELINE, base, self.lm.model, engine=self.engine)
             self._decoders[temperature] = out
         return self._decoders[temperature]
 
@@ -227,10 +239,18 @@ class Session:
         the seed (cfg.seed + index) and who goes first (even: the method) follow from it, so a resumed run
         gives every request what an uninterrupted one would."""
         decoders = self.decoders(temperature)
-        if not self.warmed:  # untimed, unrecorded: first-call allocations and kernel selection out of the timings
-            for decoder, _ in decoders.values():
+        widest = max((w for d, _ in decoders.values() for w in d.widths()), default=1)
+        if self.engine.reserve(p.input_ids.shape[1] + p.max_new_tokens + widest):  # a bigger static cache
+            self.warmed = set()
+        if temperature not in self.warmed:  # untimed, unrecorded: compiling, first-call allocations, kernel choice
+            t = time.perf_counter()
+            say = bar.write if bar is not None else log.info
+            for name, (decoder, _) in decoders.items():
+                decoder.warm_up(progress=lambda msg, name=name: say(f"compiling the {self.engine.name} engine "
+                                                                    f"for {name}: {msg}"))
                 generate(decoder, p.input_ids, min(WARMUP_TOKENS, p.max_new_tokens), p.stopper)
-            self.warmed = True
+            self.warmup_s += time.perf_counter() - t
+            self.warmed.add(temperature)
         order = self.names if index % 2 == 0 else self.names[::-1]
         rows = {}
         for position, name in enumerate(order):

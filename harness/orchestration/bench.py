@@ -77,6 +77,7 @@ class BenchConfig:
     judge_url: str | None = None
     judge_model: str | None = None
     require_sandbox: bool = False
+    engine: str = "eager"
 
     def run_configs(self) -> list[RunConfig]:
         """Task by task, every method on the same prompts (same limit and seed). The judge goes to MT-bench only."""
@@ -94,7 +95,7 @@ class BenchConfig:
                 "--methods", ",".join(spec_text(s) for s in self.methods), "--model", self.model]
         defaults = BenchConfig(tasks=(), methods=())
         for f in ("device", "dtype", "limit", "max_new_tokens", "seed", "data_dir", "output_dir", "out",
-                  "num_fewshot", "judge_url", "judge_model"):
+                  "num_fewshot", "judge_url", "judge_model", "engine"):
             if getattr(self, f) != getattr(defaults, f):
                 args += ["--" + f.replace("_", "-"), str(getattr(self, f))]
         args += [a for task, n in self.limits for a in ("--limit", f"{task}={n}")]
@@ -107,6 +108,7 @@ class BenchConfig:
 
 def _settings(config: dict) -> str:
     """A run's settings, comparable across runs (the output folder may have moved)."""
+    config = {"engine": "eager", **config}  # runs from before the engine option were eager
     return json.dumps({k: v for k, v in config.items() if k not in ("output_dir", "require_sandbox")},
                       sort_keys=True, default=str)
 

@@ -91,6 +91,9 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print, lm: LoadedModel |
         raise
     finally:
         session.close()
+    # what the engine compiled and what warming up cost (outside every timing), in this process
+    info["engine"] = {**session.engine.describe(), "warmup_s": round(session.warmup_s, 1)}
+    write_json_atomic(run_dir / MANIFEST, info)
 
     summary = write_summary(run_dir, info, task)
     echo(format_table(summary["methods"]))

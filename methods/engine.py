@@ -1,0 +1,241 @@
+"""The engine: the forward and cache helpers every decoder calls, eager or compiled (the one seam between a
+decoding algorithm and how the hardware runs its forwards).
+
+    engine = make_engine("compiled", model)   # or "eager"; decoders get one from the harness
+    cache = engine.new_cache()
+    logits = engine.forward(x, cache, keep=1)  # (1, keep, V)
+    engine.rollback(cache, n)                  # drop the last n positions
+
+`Engine` runs HF eager with a `DynamicCache` (methods/kv.py). `CompiledEngine` keeps one static KV cache per model
+(allocated once, reused by every request) whose rollback moves a position counter, and runs every forward after the
+prefill through `torch.compile(model.forward, dynamic=False)`, one graph per width (gpt-fast's pattern): a forward
+of w tokens is padded to the smallest compiled width >= w, so that a short last block never compiles a new graph.
+On CPU inductor freezes the weights and autotunes its C++ GEMM template (max-autotune); on CUDA it captures CUDA
+graphs. The prompt's prefill runs eager (prompt lengths differ; one graph per prompt would never pay back).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import torch
+from transformers.cache_utils import Cache, StaticLayer
+
+from methods import kv
+
+log = logging.getLogger(__name__)
+ENGINES = ("eager", "compiled")
+
+
+class Engine:
+    """Eager forwards with a DynamicCache: what HF transformers does out of the box."""
+
+    name = "eager"
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+
+    def like(self, model: torch.nn.Module) -> Engine:
+        """An engine of the same kind for another model (a draft model, a CLLM checkpoint)."""
+        return type(self)(model)
+
+    def new_cache(self, record_past: bool = True):
+        return kv.new_cache(self.model, record_past)
+
+    def length(self, cache) -> int:
+        """Positions the cache holds (the committed context)."""
+        return int(cache.get_seq_length())
+
+    def forward(self, input_ids: torch.Tensor, cache, keep: int) -> torch.Tensor:
+        """input_ids (1, w) after the cached positions; returns the last `keep` logits (1, keep, V)."""
+        return kv.forward(self.model, input_ids, cache, keep)
+
+    def tree_forward(self, input_ids, cache, allowed, positions, keep) -> torch.Tensor:
+        """A forward over tokens that are not one causal chain (see kv.tree_forward)."""
+        return kv.tree_forward(self.model, input_ids, cache, allowed, positions, keep)
+
+    def rollback(self, cache, n: int) -> None:
+        kv.rollback(cache, n)
+
+    def warm_up(self, widths=(), tree: bool = False, progress=None) -> float:
+        """Compile what a run will use (nothing to do eagerly); returns the seconds spent."""
+        return 0.0
+
+    def reserve(self, positions: int) -> bool:
+        """Make room for a request of `positions` (prompt, new tokens and the widest forward); True when the
+        engine had to rebuild (then warm up again). A dynamic cache always has room."""
+        return False
+
+    def describe(self) -> dict:
+        return {"engine": self.name}
+
+
+class CompiledEngine(Engine):
+    """Static KV cache + one compiled graph per forward width. See the module docstring."""
+
+    name = "compiled"
+
+    def __init__(self, model: torch.nn.Module, max_len: int = 1024, autotune: bool = True):
+        super().__init__(model)
+        self.max_len, self.autotune = max_len, autotune
+        self.device = next(model.parameters()).device
+        self.widths = {False: set(), True: set()}  # tree? -> widths with a graph: a forward pads up to one
+        self._cache: Cache | None = None
+        self._graphs = {}  # tree? -> compiled model.forward (dynamo keeps one graph per width under it)
+        self.compile_s = 0.0
+        self.late_compiles = 0  # widths first met inside a request (compiled there: its timing is spoiled)
+        # Every width (plain and tree) is one more graph of the same function: allow them all.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+
+    def like(self, model):
+        return type(self)(model, self.max_len, self.autotune)
+
+    def reserve(self, positions: int) -> bool:
+        """Make the cache hold `positions`; True when it had to grow (graphs then recompile: warm up again)."""
+        if positions <= self.max_len:
+            return False
+        self.max_len = -(-positions // 256) * 256
+        self._cache, self._graphs = None, {}
+        torch._dynamo.reset()  # the old graphs are bound to the old cache tensors
+        return True
+
+    def new_cache(self, record_past: bool = True) -> Cache:
+        """The engine's one static cache, emptied: its position counters go to 0 (stale keys beyond the counter
+        are never attended to, since the causal mask only shows positions already rewritten)."""
+        if self._cache is None:
+            n = self.model.config.get_text_config().num_hidden_layers
+            # Full-length static layers everywhere, sliding ones included: sliding windows are applied by the
+            # attention mask, and rolling back stays a counter move (a ring buffer could not un-write).
+            self._cache = Cache(layers=[StaticLayer(max_cache_len=self.max_len) for _ in range(n)])
+        for layer in self._cache.layers:
+            layer.cumulative_length.zero_()
+        return self._cache
+
+    def rollback(self, cache, n: int) -> None:
+        if n > 0:
+            cache.crop(-n)
+
+    def _graph(self, tree: bool):
+        if tree not in self._graphs:
+            if self.device.type == "cuda":  # CUDA graphs take the launch overhead out of small forwards
+                opts = {"mode": "max-autotune" if self.autotune else "reduce-overhead"}
+            else:
+                opts = {"options": cpu_compile_options(self.autotune)}
+            self._graphs[tree] = torch.compile(self.model.forward, dynamic=False, **opts)
+        return self._graphs[tree]
+
+    def _width(self, w: int, tree: bool) -> int:
+        """The graph a forward of w tokens runs on: the narrowest known width >= w, else a new graph of w."""
+        W = min((b for b in self.widths[tree] if b >= w), default=None)
+        if W is None:
+            log.warning("compiled engine: a %sforward of %d tokens has no graph yet; compiling one now",
+                        "tree " if tree else "", w)
+            self.late_compiles += 1
+            self.widths[tree].add(w)
+            W = w
+        return W
+
+    def _room(self, start: int, W: int):
+        if start + W > self.max_len:
+            raise kv.CacheRollbackError(f"the compiled engine's cache holds {self.max_len} positions, this forward "
+                                        f"needs {start + W}; the harness reserves room per request (reserve())")
+
+    def forward(self, input_ids, cache, keep):
+        w, start = input_ids.shape[1], self.length(cache)
+        if start == 0:  # the prefill: prompt lengths differ, so eager (into the same static cache)
+            self._room(start, w)
+            return kv.forward(self.model, input_ids, cache, keep)
+        W = self._width(w, False)
+        self._room(start, W)
+        logits = self._graph(False)(input_ids=pad_right(input_ids, W), **kv.cache_kwargs(self.model, cache),
+                                    logits_to_keep=0).logits  # (1, W, V): one graph per width, whatever keep is
+        self.rollback(cache, W - w)  # the padding's positions are never committed
+        return logits[:, w - keep: w]
+
+    def tree_forward(self, input_ids, cache, allowed, positions, keep):
+        q, start = input_ids.shape[1], self.length(cache)
+        W = self._width(q, True)
+        self._room(start, W)
+        pos = torch.cat([positions, positions[-1] + 1 + torch.arange(W - q, device=positions.device)])  # (W,)
+        ok = torch.eye(W, dtype=torch.bool, device=allowed.device)  # padding sees itself (and the context)
+        ok[:q, :q] = allowed
+        mask = static_tree_mask(self.model, start, self.max_len, ok, pos)
+        logits = self._graph(True)(input_ids=pad_right(input_ids, W), **kv.cache_kwargs(self.model, cache),
+                                   attention_mask=mask, position_ids=pos.unsqueeze(0), logits_to_keep=0).logits
+        self.rollback(cache, W - q)
+        return logits[:, q - keep: q]
+
+    @torch.inference_mode()
+    def warm_up(self, widths=(), tree: bool = False, progress=None) -> float:
+        """Compile (or load from inductor's on-disk cache) one graph per width, so that no compilation happens
+        inside a timed request; returns the seconds it took."""
+        t0 = time.perf_counter()
+        self.widths[tree].update(widths)
+        for W in sorted(set(widths)):
+            t = time.perf_counter()
+            for _ in range(2):  # the second call runs the graph the first one built
+                cache = self.new_cache()
+                self.forward(torch.zeros(1, 8, dtype=torch.long, device=self.device), cache, keep=1)  # eager prefill
+                x = torch.zeros(1, W, dtype=torch.long, device=self.device)
+                if tree:
+                    causal = torch.tril(torch.ones(W, W, dtype=torch.bool, device=self.device))
+                    self.tree_forward(x, cache, causal, torch.arange(8, 8 + W, device=self.device), keep=1)
+                else:
+                    self.forward(x, cache, keep=1)
+            if progress:
+                progress(f"{'tree ' if tree else ''}width {W}: {time.perf_counter() - t:.1f} s")
+        self.new_cache()
+        self.compile_s += time.perf_counter() - t0
+        return time.perf_counter() - t0
+
+    def describe(self) -> dict:
+        return {"engine": self.name, "max_len": self.max_len, "autotune": self.autotune,
+                "widths": sorted(self.widths[False]), "tree_widths": sorted(self.widths[True]),
+                "compile_s": round(self.compile_s, 1), "late_compiles": self.late_compiles}
+
+
+def pad_right(input_ids: torch.Tensor, width: int) -> torch.Tensor:
+    """(1, w) -> (1, width), repeating the last token (the padding is causally after every real token)."""
+    w = input_ids.shape[1]
+    return input_ids if w == width else torch.cat([input_ids, input_ids[:, -1:].expand(1, width - w)], dim=1)
+
+
+def static_tree_mask(model, start: int, max_len: int, allowed: torch.Tensor, positions: torch.Tensor):
+    """The 4D mask of a tree forward on a static cache: key j < start is committed context (all visible, within
+    a sliding window where the layer has one); keys start..start+q-1 are the new tokens (as `allowed` says)."""
+    config = model.config.get_text_config()
+    window, layer_types = getattr(config, "sliding_window", None), getattr(config, "layer_types", None)
+    q = allowed.shape[0]
+    ok = torch.zeros(q, max_len, dtype=torch.bool, device=allowed.device)
+    ok[:, :start] = True
+    ok[:, start: start + q] = allowed
+    k_pos = torch.arange(max_len, device=positions.device)
+    k_pos[start: start + q] = positions
+
+    def build(sliding: bool):
+        return kv.model_mask(model, ok & ((positions[:, None] - k_pos[None, :]) < window) if sliding else ok)
+
+    if layer_types:
+        return {kind: build(kind == "sliding_attention" and bool(window)) for kind in set(layer_types)}
+    return build(bool(window))
+
+
+def cpu_compile_options(autotune: bool = True) -> dict:
+    """Inductor options for CPU: weights frozen into the graph (prepacked once) and, with autotune, GEMMs chosen
+    among inductor's C++ template and ATen by timing them (the template reaches this machine's memory bandwidth
+    on one-token forwards; without autotune compiling is several times quicker, the graphs slower)."""
+    return {"freezing": True, "max_autotune": autotune, "max_autotune_gemm_backends": "CPP,ATEN"}
+
+
+def make_engine(name: str, model: torch.nn.Module, **kwargs) -> Engine:
+    if name == "eager":
+        return Engine(model)
+    if name == "compiled":
+        return CompiledEngine(model, **kwargs)
+    raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+
+
+def use_cache_dir(folder: str) -> None:
+    """Keep inductor's compiled artifacts (FX graph and autotuning caches) under `folder`, unless the user chose."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", folder)
