@@ -1,4 +1,4 @@
-"""Data parallelism: `harness run` launched as two CPU processes (gloo) by
+"""Data parallelism: `harness run` and `harness cllm train` launched as two CPU processes (gloo) by
 `accelerate launch`, checked against one process; a rank killed mid-run and resumed; the merge of part
 files; the lm-eval scoring of a sharded run (in-process); big-model loading with --device-map.
 
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 from click.testing import CliRunner
 
 from harness.analysis.summary import INTERVALS
@@ -226,3 +227,41 @@ def test_device_map_auto_loads_a_model_directory_and_is_recorded(tmp_path):
     assert result.exit_code == 2 and "--device-map applies to models read from files" in result.output
     result = CliRunner().invoke(main, [*base, "--device-map", "everywhere", "--output-dir", str(tmp_path / "x")])
     assert result.exit_code == 2 and "unknown --device-map 'everywhere'" in result.output
+
+
+def write_trajectories(path: Path, vocab: int, n: int = 4) -> Path:
+    """A small trajectory file by hand: n samples of two 4-token blocks (enough to train on)."""
+    g = torch.Generator().manual_seed(0)
+    ids = lambda k: torch.randint(3, vocab - 3, (k,), generator=g).tolist()  # noqa: E731
+    lines = [{"format": "harness-cllm-trajectories", "version": 1, "model": "tiny-random", "vocab_size": vocab,
+              "block_size": 4, "max_new_tokens": 8, "task": "gsm8k", "split": "train", "chat": False}]
+    for s in range(n):
+        prompt, answer = ids(6), ids(8)
+        for b in range(2):
+            lines.append({"sample_id": f"s{s}", "block": b, "n_blocks": 2, "prompt_ids": prompt,
+                          "prefix_ids": answer[:4 * b], "states": [ids(4), ids(4)], "fixed_point": answer[4 * b:4 * b + 4],
+                          "n_jacobi": 2})
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_two_process_training_agrees_on_the_weights_and_the_checkpoint_runs(tmp_path):
+    base = load_model("tiny-random")
+    data = write_trajectories(tmp_path / "t.jsonl", base.model.config.vocab_size)
+    result = launch("cllm", "train", "--data", str(data), "--out", str(tmp_path / "ck"), "--max-steps", "2",
+                    "--lr", "1e-2", "--save-steps", "1000")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("checkpoint:") == 1 and "2 processes" in result.stdout  # rank 0 alone saves
+    card = json.loads((tmp_path / "ck" / "cllm.json").read_text())
+    procs = card["recipe"]["processes"]
+    assert procs["world_size"] == 2 and procs["distributed_type"] == "MULTI_CPU" and card["recipe"]["steps"] == 2
+    assert len(procs["weights_sha256"]) == 2 and len(set(procs["weights_sha256"])) == 1  # DDP kept the ranks equal
+    trained = load_model(str(tmp_path / "ck"))
+    x = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        assert not torch.allclose(trained.model(x).logits, base.model(x).logits)  # the adapter learned something
+    prompts = write_prompts(tmp_path / "p.jsonl", 2)
+    invoke("run", "--method", "jacobi", "--model", str(tmp_path / "ck"), "--prompts", str(prompts),
+           "--max-new-tokens", "4", "--output-dir", str(tmp_path / "runs"))
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run_dir / "run.json").read_text())["model"]["source"] == "cllm"
