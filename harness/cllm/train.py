@@ -203,7 +203,8 @@ def _trainer_class():
 def train(cfg: TrainConfig, echo=print) -> Path:
     from transformers import TrainingArguments
 
-    from harness.engine.models import load_model, resolve_device
+    from harness.engine.models import load_model, resolve_device, resolve_dtype
+    from harness.engine.parallel import launched
 
     if cfg.states_per_block < 0:
         raise HarnessError("--states-per-block must be 0 (every state) or a positive number")
@@ -217,11 +218,16 @@ def train(cfg: TrainConfig, echo=print) -> Path:
         raise HarnessError(f"{cfg.data} holds no trajectories")
     samples = group_samples(records)
     base = cfg.model or header["model"]
-    bf16 = use_bf16(cfg.mixed_precision, resolve_device(cfg.device))
+    device = resolve_device(cfg.device)
+    bf16 = use_bf16(cfg.mixed_precision, device)
     # LoRA under bf16: the frozen base is stored in bf16 (no per-step weight casts) and the adapter in fp32;
     # full fine-tuning under bf16: fp32 master weights with autocast.
     frozen_bf16 = cfg.lora and bf16 and cfg.dtype == "auto"
-    lm = load_model(base, cfg.device, "bfloat16" if frozen_bf16 else cfg.dtype, seed=cfg.seed)
+    # Under a launcher every process loads the model into CPU memory and the Trainer moves its copy to its own
+    # GPU (DDP) or shards it over them (FSDP): loading onto "cuda" would put every copy on GPU 0 first.
+    load_on = "cpu" if launched()[1] > 1 else cfg.device
+    dtype = "bfloat16" if frozen_bf16 else str(resolve_dtype(cfg.dtype, device)).removeprefix("torch.")
+    lm = load_model(base, load_on, dtype, seed=cfg.seed)
     if lm.model.config.vocab_size != header["vocab_size"]:
         raise HarnessError(f"{cfg.data} was collected with a vocabulary of {header['vocab_size']} tokens but model "
                            f"{base} has {lm.model.config.vocab_size}; collect trajectories with this model")
@@ -235,7 +241,7 @@ def train(cfg: TrainConfig, echo=print) -> Path:
         model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
                                                  target_modules="all-linear", task_type="CAUSAL_LM"))
     out = Path(cfg.out)
-    cuda = lm.device.type == "cuda"
+    cuda = device.type == "cuda"
     args = TrainingArguments(
         output_dir=str(out / "trainer"), per_device_train_batch_size=1, gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, lr_scheduler_type="cosine",
