@@ -53,7 +53,7 @@ def main(verbose: bool):
         os.environ.setdefault("HF_HUB_VERBOSITY", "error")  # offline retries: our own error says it once
 
 
-RUN_OPTIONS = ("method", "task", "prompts", "model", "device", "dtype", "limit", "max_new_tokens", "seed",
+RUN_OPTIONS = ("method", "task", "prompts", "model", "device", "dtype", "device_map", "limit", "max_new_tokens", "seed",
                "options", "output_dir", "chat_template", "data_dir", "num_fewshot", "judge_url", "judge_model",
                "engine")
 ENGINE_HELP = ("eager: HF forwards with a dynamic cache; compiled: a static cache and one torch.compile graph per "
@@ -69,6 +69,8 @@ ENGINE_HELP = ("eager: HF forwards with a dynamic cache; compiled: a static cach
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--dtype", default="auto", show_default=True,
               help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16.")
+@click.option("--device-map", help="auto: spread a model too big for one device over the GPUs, CPU memory and disk "
+              "(accelerate's big-model inference; also balanced, balanced_low_0, sequential).")
 @click.option("--limit", type=int, help="Run only the first N prompts.")
 @click.option("--max-new-tokens", type=int, help="Token budget per answer (default: the task's; 128 for --prompts).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -86,7 +88,9 @@ ENGINE_HELP = ("eager: HF forwards with a dynamic cache; compiled: a static cach
 @click.option("--require-sandbox", is_flag=True, help="Refuse to run model-written code without OS isolation (bubblewrap).")
 @click.pass_context
 def run(ctx, resume, **kwargs):
-    """Run a method and the AR baseline, paired per request, and record the results."""
+    """Run a method and the AR baseline, paired per request, and record the results.
+
+    Under `accelerate launch` or `torchrun` each process runs its share of the requests (docs/scale-out.md)."""
     from harness.engine.records import MANIFEST, read_manifest
     from harness.engine.session import RunConfig
     from harness.orchestration.run import run as run_
@@ -211,6 +215,7 @@ def report(run_dirs, out, n_boot, seed, plots):
 @click.option("--model", default="smollm2-135m", show_default=True, help="One model for the whole sweep.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True)
+@click.option("--device-map", help="auto: spread a model too big for one device over the GPUs, CPU memory and disk.")
 @click.option("--limit", "limits", multiple=True, metavar="N|TASK=N", help="First N prompts of every task, or of one task.")
 @click.option("--max-new-tokens", type=int, help="Token budget per answer (default: each task's).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -228,7 +233,9 @@ def report(run_dirs, out, n_boot, seed, plots):
 @click.option("--plots/--no-plots", default=True, show_default=True)
 @click.option("--require-sandbox", is_flag=True, help="Refuse to run model-written code without OS isolation (bubblewrap).")
 def bench(tasks, methods, limits, n_boot, plots, **kwargs):
-    """Run every method x task on one loaded model (resumable), then the report."""
+    """Run every method x task on one loaded model (resumable), then the report.
+
+    Under `accelerate launch` or `torchrun` each process runs its share of every run (docs/scale-out.md)."""
     from harness.orchestration.bench import BenchConfig, bench as bench_, parse_limits, parse_list, parse_methods
 
     task_names = parse_list(tasks)
@@ -238,10 +245,13 @@ def bench(tasks, methods, limits, n_boot, plots, **kwargs):
     from harness.analysis.markdown import format_board
 
     try:
-        board, written = bench_(cfg, echo=click.echo, warn=_warn, n_boot=n_boot, plots=plots)
+        done = bench_(cfg, echo=click.echo, warn=_warn, n_boot=n_boot, plots=plots)
     except KeyboardInterrupt:
         click.echo("interrupted; finished samples are saved: rerun the same command to continue", err=True)
         sys.exit(130)
+    if done is None:  # a data-parallel run's other processes: rank 0 reports
+        return
+    board, written = done
     click.echo(format_board(board))
     click.echo(f"wrote {written['leaderboard']} and {written['report']}")
 

@@ -122,10 +122,15 @@ def load_runs(paths: list[str | Path], warn=None) -> Runs:
             note(f"{folder}: no {MANIFEST}, so its model and hardware are unknown; skipped")
             continue
         try:
-            run = run_record(read_manifest(folder / MANIFEST), str(folder))
+            info = read_manifest(folder / MANIFEST)
+            run = run_record(info, str(folder))
         except (HarnessError, KeyError, TypeError, AttributeError) as e:
             note(f"{folder / MANIFEST}: unreadable manifest ({e}); skipped")
             continue
+        if info.get("shared_device"):  # a data-parallel run on one CPU (harness.engine.parallel)
+            note(f"run {run['run_id']} ({run['method']} on {run['task']}): {info.get('world_size')} processes shared "
+                 f"one {info['hardware'].get('device') or 'device'}, so its timings are not comparable with a "
+                 "single-process run's")
         try:
             rows = read_samples(folder / SAMPLES, warn=note, required=REQUIRED, check=row_problem)
         except HarnessError as e:

@@ -11,10 +11,12 @@ before its block, and itself causally, at the positions it has in decoding). One
 With --horizon H, each state is packed from its first wrong token on, H tokens only (its verified prefix
 is the answer's own tokens, so it attends to those): the positions Jacobi acceptance depends on, at a
 fraction of the tokens, so every state of every block fits in one sequence.
-The same command runs on several GPUs under `accelerate launch` / `torchrun` (the Trainer's DDP/FSDP).
+The same command runs on several GPUs (or CPU processes) under `accelerate launch` / `torchrun`: the Trainer's
+DDP or FSDP, rank 0 writing the checkpoint (docs/scale-out.md).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -141,8 +143,10 @@ def pack(sample: dict, loss: str, rng: random.Random, states_per_block: int = 1,
             "teacher_index": torch.tensor(teacher, dtype=torch.long)}
 
 
-def cllm_losses(model, batch: dict, ar_weight: float) -> tuple[torch.Tensor, dict]:
-    mask = model_mask(model, batch["mask"])  # (1, 1, L, L)
+def cllm_losses(model, batch: dict, ar_weight: float, inner=None) -> tuple[torch.Tensor, dict]:
+    """The loss and its parts for one packed sequence; `inner` is `model` unwrapped when `model` is a DDP/FSDP
+    wrapper (the forward goes through the wrapper, which synchronizes the gradients)."""
+    mask = model_mask(inner or model, batch["mask"])  # (1, 1, L, L)
     # Logits only at the positions a loss reads (the state tokens' last one and the prompt's don't).
     need = torch.cat([batch["ar_index"], batch["student_index"], batch["teacher_index"]])
     keep, where = torch.unique(need, return_inverse=True)
@@ -181,7 +185,7 @@ def _trainer_class():
         parts: list = []
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss, parts = cllm_losses(model, inputs, self.ar_weight)
+            loss, parts = cllm_losses(model, inputs, self.ar_weight, inner=self.accelerator.unwrap_model(model))
             self.parts.append(parts)
             return loss
 
@@ -199,7 +203,8 @@ def _trainer_class():
 def train(cfg: TrainConfig, echo=print) -> Path:
     from transformers import TrainingArguments
 
-    from harness.engine.models import load_model, resolve_device
+    from harness.engine.models import load_model, resolve_device, resolve_dtype
+    from harness.engine.parallel import launched
 
     if cfg.states_per_block < 0:
         raise HarnessError("--states-per-block must be 0 (every state) or a positive number")
@@ -213,11 +218,16 @@ def train(cfg: TrainConfig, echo=print) -> Path:
         raise HarnessError(f"{cfg.data} holds no trajectories")
     samples = group_samples(records)
     base = cfg.model or header["model"]
-    bf16 = use_bf16(cfg.mixed_precision, resolve_device(cfg.device))
+    device = resolve_device(cfg.device)
+    bf16 = use_bf16(cfg.mixed_precision, device)
     # LoRA under bf16: the frozen base is stored in bf16 (no per-step weight casts) and the adapter in fp32;
     # full fine-tuning under bf16: fp32 master weights with autocast.
     frozen_bf16 = cfg.lora and bf16 and cfg.dtype == "auto"
-    lm = load_model(base, cfg.device, "bfloat16" if frozen_bf16 else cfg.dtype, seed=cfg.seed)
+    # Under a launcher every process loads the model into CPU memory and the Trainer moves its copy to its own
+    # GPU (DDP) or shards it over them (FSDP): loading onto "cuda" would put every copy on GPU 0 first.
+    load_on = "cpu" if launched()[1] > 1 else cfg.device
+    dtype = "bfloat16" if frozen_bf16 else str(resolve_dtype(cfg.dtype, device)).removeprefix("torch.")
+    lm = load_model(base, load_on, dtype, seed=cfg.seed)
     if lm.model.config.vocab_size != header["vocab_size"]:
         raise HarnessError(f"{cfg.data} was collected with a vocabulary of {header['vocab_size']} tokens but model "
                            f"{base} has {lm.model.config.vocab_size}; collect trajectories with this model")
@@ -231,7 +241,7 @@ def train(cfg: TrainConfig, echo=print) -> Path:
         model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
                                                  target_modules="all-linear", task_type="CAUSAL_LM"))
     out = Path(cfg.out)
-    cuda = lm.device.type == "cuda"
+    cuda = device.type == "cuda"
     args = TrainingArguments(
         output_dir=str(out / "trainer"), per_device_train_batch_size=1, gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, lr_scheduler_type="cosine",
@@ -239,6 +249,7 @@ def train(cfg: TrainConfig, echo=print) -> Path:
         logging_steps=10, save_steps=cfg.save_steps, save_total_limit=2,
         report_to=[], remove_unused_columns=False, seed=cfg.seed, use_cpu=not cuda,
         bf16=bf16 and not frozen_bf16 and lm.dtype == torch.float32, dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every trainable weight is in every forward (DDP: no extra graph walk)
         disable_tqdm=False)
     dataset = PackedSamples(samples, cfg.loss, cfg.seed, cfg.states_per_block, cfg.horizon)
     trainer = _trainer_class()(model=model, args=args, train_dataset=dataset,
@@ -248,24 +259,64 @@ def train(cfg: TrainConfig, echo=print) -> Path:
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     history = [h for h in trainer.state.log_history if "loss" in h]
-    save(trainer.model, lm, out, cfg, header, samples, result, history, time.perf_counter() - t0)
-    echo(f"checkpoint: {out} ({len(samples)} samples, {result.global_step} steps)")
+    # Under a launcher: the ranks must hold the same weights (DDP); the full state dict is gathered from
+    # every rank (FSDP shards it) and rank 0 alone writes the checkpoint.
+    acc = trainer.accelerator
+    model = acc.unwrap_model(trainer.model_wrapped)
+    processes = ranks_agree(acc, model)
+    state_dict = acc.get_state_dict(trainer.model_wrapped)
+    if acc.is_main_process:
+        save(model, lm, out, cfg, header, samples, result, history, time.perf_counter() - t0, state_dict, processes)
+        echo(f"checkpoint: {out} ({len(samples)} samples, {result.global_step} steps"
+             + (f", {acc.num_processes} processes" if acc.num_processes > 1 else "") + ")")
+    acc.wait_for_everyone()
     return out
 
 
-def save(model, lm, out: Path, cfg: TrainConfig, header, samples, result, history, seconds) -> None:
+def weights_digest(model) -> str:
+    """sha256 over the trainable weights (the adapter, or every weight of a full fine-tuning), name by name."""
+    h = hashlib.sha256()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            h.update(name.encode())
+            h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def ranks_agree(acc, model) -> dict | None:
+    """In data-parallel training (DDP) every rank must end with the same weights: their digests, gathered,
+    or an error. None for one process; FSDP and DeepSpeed shard the weights, so there is nothing to compare."""
+    from accelerate.utils import DistributedType, gather_object
+
+    if acc.num_processes < 2:
+        return None
+    if acc.distributed_type not in (DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
+        return {"world_size": acc.num_processes, "distributed_type": acc.distributed_type.value}
+    digests = gather_object([weights_digest(model)])
+    if len(set(digests)) > 1:
+        raise HarnessError(f"the {acc.num_processes} training processes ended with different weights "
+                           f"({', '.join(d[:12] for d in digests)}); no checkpoint written")
+    return {"world_size": acc.num_processes, "distributed_type": acc.distributed_type.value,
+            "weights_sha256": digests}
+
+
+def save(model, lm, out: Path, cfg: TrainConfig, header, samples, result, history, seconds, state_dict=None,
+         processes: dict | None = None) -> None:
+    """The checkpoint: the adapter (bfloat16) or the full model with its tokenizer, and cllm.json. `state_dict`
+    (from accelerate's get_state_dict, which gathers sharded weights) is written instead of model's own."""
     out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out), state_dict=state_dict, safe_serialization=True)
     if cfg.lora:
-        model.save_pretrained(str(out), safe_serialization=True)
         _to_bfloat16(out / "adapter_model.safetensors")  # halves the checkpoint (≤ 30 MB for the embedded model)
         (out / "README.md").unlink(missing_ok=True)  # peft's empty model card; cllm.json describes the checkpoint
     else:
-        model.save_pretrained(str(out), safe_serialization=True)
         lm.tokenizer.save_pretrained(str(out))
     card = {"base_model": cfg.model or header["model"], "kind": "lora" if cfg.lora else "full",
             "block_size": header["block_size"], "recipe": {**asdict(cfg), "trajectories": header,
             "samples": len(samples), "steps": result.global_step, "train_seconds": round(seconds, 1),
             "final_log": history[-1] if history else None}}
+    if processes:
+        card["recipe"]["processes"] = processes
     (out / CARD).write_text(json.dumps(card, indent=2) + "\n")
 
 

@@ -4,7 +4,8 @@
 GGUF files are dequantized once and cached as safetensors under $HARNESS_CACHE_DIR (default
 ~/.cache/harness); `tiny-random` is a small seeded Llama built from a config, for tests (no download).
 `describe()` records what was loaded: the sha256 of the file or directory (cached by path, size and mtime),
-or the hub commit; an adapter also describes its base model.
+or the hub commit; an adapter also describes its base model. `device_map="auto"` spreads a model larger
+than one device over the GPUs, CPU memory and disk (accelerate's big-model inference); the map is recorded.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ TINY = "tiny-random"
 CHECKPOINTS_DIR = Path(__file__).resolve().parents[2] / "methods" / "checkpoints"
 SHIPPED = {"smollm2-135m-cllm": CHECKPOINTS_DIR / "smollm2-135m-cllm-gsm8k"}
 ALIASES = (*EMBEDDED, TINY, *SHIPPED)
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's big-model inference
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
@@ -52,6 +54,7 @@ class LoadedModel:
     content: dict = field(default_factory=dict)  # {"sha256", "files"} of a file or directory, {"revision"} on the hub
     base: LoadedModel | None = None  # an adapter's base model
     engines: dict = field(default_factory=dict, repr=False)  # kind -> methods.engine.Engine, built once (its graphs)
+    device_map: dict | None = None  # loaded with --device-map: {module: device} (accelerate's placement)
 
     @property
     def chat(self) -> bool:
@@ -62,6 +65,8 @@ class LoadedModel:
                "dtype": str(self.dtype).replace("torch.", ""), "context_length": self.context_length,
                "chat_template": self.chat, "architecture": type(self.model).__name__,
                "parameters": sum(p.numel() for p in self.model.parameters()), **self.content}
+        if self.device_map is not None:  # placed by accelerate: where each part of the model lives
+            out["device_map"] = self.device_map
         if self.base is not None:
             out["base"] = self.base.describe()
         return out
@@ -249,14 +254,36 @@ def _resolve(spec: str) -> tuple[str, str]:
                        "a hub id (org/name), a local model directory or a .gguf file")
 
 
-def load_model(spec: str, device: str = "auto", dtype: str = "auto", seed: int = 0) -> LoadedModel:
+def check_device_map(device_map: str | None) -> None:
+    if device_map is not None and device_map not in DEVICE_MAPS:
+        raise HarnessError(f"unknown --device-map {device_map!r}; use {', '.join(DEVICE_MAPS)}")
+
+
+def input_device(model) -> torch.device:
+    """Where a dispatched model (device_map) takes its inputs: the device of its input embeddings."""
+    weight = model.get_input_embeddings().weight
+    if weight.device.type != "meta":
+        return weight.device
+    first = next(iter(getattr(model, "hf_device_map", {}).values()), "cpu")  # offloaded: run on the first device
+    return torch.device(f"cuda:{first}" if isinstance(first, int) else "cpu" if first == "disk" else first)
+
+
+def load_model(spec: str, device: str = "auto", dtype: str = "auto", seed: int = 0,
+               device_map: str | None = None) -> LoadedModel:
+    """The model `spec` on `device`; with `device_map` ("auto", ...) spread over the GPUs, then CPU memory,
+    then disk by accelerate's big-model inference (transformers' from_pretrained(device_map=...)): for a
+    model larger than one device. `device` then only picks the dtype (auto: bfloat16 where CUDA is)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_device_map(device_map)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     source, path = _resolve(spec)
     if source == "cllm":
-        return load_adapter(spec, Path(path), device, dtype, seed)
+        return load_adapter(spec, Path(path), device, dtype, seed, device_map)
+    if source == "tiny" and device_map:
+        raise HarnessError(f"--device-map applies to models read from files (a directory, hub id or .gguf), "
+                           f"not to {TINY}, which is built in memory")
     if source == "tiny":
         model, tok = tiny_random(seed=seed)
         model = model.to(device=dev, dtype=dt)
@@ -275,7 +302,13 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto", seed: int =
                                    "download it where the hub is reachable") from None
             raise HarnessError(f"could not load the tokenizer of model {spec!r} from {where}: {_first_line(e)}") from None
         try:
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dt, local_files_only=cached_only).to(dev)
+            if device_map:
+                model = AutoModelForCausalLM.from_pretrained(folder, dtype=dt, local_files_only=cached_only,
+                                                             device_map=device_map)
+                dev = input_device(model)
+                placed = {k: str(v) for k, v in (getattr(model, "hf_device_map", None) or {"": dev}).items()}
+            else:
+                model = AutoModelForCausalLM.from_pretrained(folder, dtype=dt, local_files_only=cached_only).to(dev)
         except Exception as e:
             raise HarnessError(f"could not load model {spec!r} from {where} as a causal LM: {_first_line(e)}") from None
     model.eval()
@@ -284,35 +317,41 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto", seed: int =
     else:
         content = content_hash(Path(path), hash_cache()) if source in ("gguf", "dir") else {}
     return LoadedModel(model, tok, spec, "alias" if spec in ALIASES else source, path, dev, dt, _context_length(model),
-                       content)
+                       content, device_map=placed if device_map else None)
 
 
-def model_loader(loaded: list[dict] | None = None):
+def model_loader(loaded: list[dict] | None = None, device_map: str | None = None):
     """A methods.base.ModelLoader: `load(spec, like)` loads a second model (CLLM checkpoint, draft model) onto
-    `like`'s device and dtype; each load's `describe()` is appended to `loaded` (for the run's provenance)."""
+    `like`'s device and dtype (spread by `device_map` when given); each load's `describe()` is appended to
+    `loaded` (for the run's provenance)."""
     def load(spec: str, like: torch.nn.Module) -> torch.nn.Module:
         p = next(like.parameters())
-        lm = load_model(spec, device=str(p.device), dtype=str(p.dtype).replace("torch.", ""))
+        device = "auto" if device_map else str(p.device)
+        lm = load_model(spec, device=device, dtype=str(p.dtype).replace("torch.", ""), device_map=device_map)
         if loaded is not None:
             loaded.append(lm.describe())
         return lm.model
     return load
 
 
-def load_adapter(spec: str, folder: Path, device: str, dtype: str, seed: int) -> LoadedModel:
-    """A LoRA checkpoint (harness cllm train): its base model (named in cllm.json) with the adapter merged."""
+def load_adapter(spec: str, folder: Path, device: str, dtype: str, seed: int,
+                 device_map: str | None = None) -> LoadedModel:
+    """A LoRA checkpoint (harness cllm train): its base model (named in cllm.json) with the adapter merged
+    (the base spread by `device_map` when given)."""
     try:
         card = json.loads((folder / "cllm.json").read_text())
         base_spec = card["base_model"]
     except (OSError, ValueError, KeyError) as e:
         raise HarnessError(f"{folder / 'cllm.json'} is unreadable or lacks base_model ({e})") from None
-    base = load_model(base_spec, device, dtype, seed)
+    base = load_model(base_spec, device, dtype, seed, device_map)
     try:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(base.model, str(folder)).merge_and_unload()
     except Exception as e:
         raise HarnessError(f"could not apply the adapter in {folder} to {base_spec}: {_first_line(e)}") from None
-    model = model.to(device=base.device, dtype=base.dtype).eval()
+    if not device_map:  # a dispatched base is merged in place, in its dtype; moving it would undo the dispatch
+        model = model.to(device=base.device, dtype=base.dtype)
+    model = model.eval()
     return LoadedModel(model, base.tokenizer, spec, "cllm", str(folder), base.device, base.dtype, base.context_length,
-                       content_hash(folder, hash_cache()), base)
+                       content_hash(folder, hash_cache()), base, base.device_map)

@@ -25,6 +25,7 @@ SAMPLES = "samples.jsonl"
 MANIFEST = "run.json"
 SUMMARY = "summary.json"
 SCORES = "scores.jsonl"  # per-sample metric values, {"method", "doc_id", "scores"}
+PART = "samples.rank{}.jsonl"  # a data-parallel run's rows, one file per rank, until rank 0 merges them
 
 
 def new_run_id() -> str:
@@ -239,6 +240,42 @@ class SampleWriter:
 
     def close(self) -> None:
         self.f.close()
+
+
+def part_path(run_dir: Path, rank: int) -> Path:
+    return Path(run_dir) / PART.format(rank)
+
+
+def part_files(run_dir: Path) -> list[Path]:
+    return sorted(Path(run_dir).glob(PART.format("*")))
+
+
+def request_order(row: dict) -> tuple:
+    """A samples row's place in its run: a request's seed is the run's seed plus the request's index
+    (harness.engine.session.Session.run_pair), and `order` is its method's place within the request."""
+    seed, order = row.get("seed"), row.get("order")
+    return (float("inf") if seed is None else seed, float("inf") if order is None else order)
+
+
+def merge_parts(run_dir: Path) -> int:
+    """Fold the ranks' part files into samples.jsonl: each (method, doc_id, turn) once (samples.jsonl's row
+    first, then the parts in rank order), every row in request order; then remove the parts. The new
+    samples.jsonl replaces the old one whole (a rename), so a crash at any point loses nothing and a rerun
+    merges again. Returns the number of rows taken from the parts (0, and nothing touched, without parts)."""
+    parts = part_files(run_dir)
+    if not parts:
+        return 0
+    rows: dict[tuple, dict] = {}
+    for r in read_samples(Path(run_dir) / SAMPLES, check=row_problem):
+        rows.setdefault((r["method"], r["doc_id"], r.get("turn") or 1), r)
+    before = len(rows)
+    for path in parts:
+        for r in read_samples(path, check=row_problem):
+            rows.setdefault((r["method"], r["doc_id"], r.get("turn") or 1), r)
+    write_jsonl_atomic(Path(run_dir) / SAMPLES, sorted(rows.values(), key=request_order))
+    for path in parts:
+        path.unlink()
+    return len(rows) - before
 
 
 # the files of a model directory that make it what it is: weights, configs, tokenizer files, custom code

@@ -18,8 +18,9 @@ import torch
 
 from harness import BASELINE, HarnessError
 from harness.engine.generate import Stopper, generate
-from harness.engine.models import LoadedModel, model_loader
-from harness.engine.records import SAMPLES, SampleWriter, read_samples, row_problem
+from harness.engine.models import LoadedModel, check_device_map, model_loader
+from harness.engine.parallel import Process
+from harness.engine.records import SAMPLES, SampleWriter, part_files, part_path, read_samples, row_problem
 from methods import get_method
 from methods.base import Decoder, OptionError
 from methods.engine import ENGINES, Engine, make_engine
@@ -47,6 +48,7 @@ class RunConfig:
     model: str = "smollm2-135m"
     device: str = "auto"
     dtype: str = "auto"
+    device_map: str | None = None  # "auto": spread a big model over the GPUs, CPU and disk (accelerate)
     limit: int | None = None
     max_new_tokens: int | None = None  # None: the task's default (128 for a prompts file)
     seed: int = 0
@@ -72,6 +74,7 @@ class RunConfig:
             raise HarnessError(f"--engine must be one of {', '.join(ENGINES)} (got {self.engine!r})")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise HarnessError(f"--max-new-tokens must be at least 1 (got {self.max_new_tokens})")
+        check_device_map(self.device_map)
 
 
 def check_types(cfg) -> None:
@@ -98,13 +101,13 @@ class Prepared:
 
 
 def build_decoder(name: str, options: dict[str, str], model, loaded: list[dict] | None = None,
-                  engine: Engine | None = None) -> tuple[Decoder, dict]:
-    """The decoder with validated options, on `engine` (eager by default); second models it loads are described
-    in `loaded`."""
+                  device_map: str | None = None, engine: Engine | None = None) -> tuple[Decoder, dict]:
+    """The decoder with validated options, on `engine` (eager by default); second models it loads (spread by
+    `device_map` when given) are described in `loaded`."""
     cls = get_method(name)
     try:
         opts = cls.parse_options(options)
-        return cls(model, opts, loader=model_loader(loaded), engine=engine), dataclasses.asdict(opts)
+        return cls(model, opts, loader=model_loader(loaded, device_map), engine=engine), dataclasses.asdict(opts)
     except (OptionError, ValueError) as e:  # bad options, or ones the decoder rejects when it sets up
         raise HarnessError(f"method {name}: {e}") from None
 
@@ -192,10 +195,13 @@ class Session:
 
         rows = session.run_pair(prepared, index=0)   # {"jacobi": row, "ar": row}
     With paired=False the method runs alone (lm-eval's own front ends); rows are written only after `open`.
+    In a data-parallel run (`proc` from harness.engine.parallel) the tasks run only the requests this
+    process `owns`, and its rows go to its own part file (merged by rank 0 at the end).
     """
 
-    def __init__(self, cfg: RunConfig, lm: LoadedModel, paired: bool = True):
+    def __init__(self, cfg: RunConfig, lm: LoadedModel, paired: bool = True, proc: Process | None = None):
         self.cfg, self.lm, self.paired = cfg, lm, paired
+        self.proc = proc or Process()
         self.chat = lm.chat and cfg.chat_template
         self.eos = eos_ids(lm)
         self._decoders: dict[float | None, dict] = {}
@@ -221,13 +227,17 @@ class Session:
                     raise HarnessError(f"the task samples at temperature {temperature}, but method {cfg.method} "
                                        "decodes greedily only")
                 opts["temperature"] = str(temperature)
-            out = {cfg.method: build_decoder(cfg.method, opts, self.lm.model, self.loaded, self.engine)}
+            out = {cfg.method: build_decoder(cfg.method, opts, self.lm.model, self.loaded, cfg.device_map, self.engine)}
             if self.paired and cfg.method != BASELINE:
                 # a sampling method is paired with AR sampling at the same temperature
                 base = {"temperature": opts["temperature"]} if "temperature" in opts else {}
                 out[BASELINE] = build_decoder(BASELINE, base, self.lm.model, engine=self.engine)
             self._decoders[temperature] = out
         return self._decoders[temperature]
+
+    def owns(self, index: int) -> bool:
+        """Whether this process runs the request at `index` (its place in the task; always, single-process)."""
+        return self.proc.owns(index)
 
     def is_done(self, doc_id: str, turn: int = 1) -> bool:
         return all((n, doc_id, turn) in self.done for n in self.names)
@@ -259,6 +269,8 @@ class Session:
                 rows[name] = self.done[key]
                 continue
             rows[name] = run_one(decoders[name][0], name, p, self.cfg, self.cfg.seed + index, position, turn)
+            if self.proc.distributed:
+                rows[name]["rank"] = self.proc.rank
             if self.writer:  # a recorded run; lm-eval's front ends (no run folder) keep nothing
                 self.writer.write(rows[name])
                 self.done[key] = rows[name]
@@ -271,10 +283,15 @@ class Session:
         return rows
 
     def open(self, run_dir: Path) -> None:
-        """Start appending to run_dir's samples; rows already there (an interrupted run) are not redone."""
-        self.done = {(r["method"], r["doc_id"], r.get("turn") or 1): r
-                     for r in read_samples(run_dir / SAMPLES, repair=True, check=row_problem)}
-        self.writer = SampleWriter(run_dir / SAMPLES)
+        """Start appending to run_dir's samples (in a data-parallel run: this rank's part file); rows already
+        in samples.jsonl or in any rank's part file (an interrupted run) are not redone."""
+        own = part_path(run_dir, self.proc.rank) if self.proc.distributed else run_dir / SAMPLES
+        files = [run_dir / SAMPLES, *part_files(run_dir)]
+        self.done = {}
+        for path in dict.fromkeys([own, *files]):  # only this process's own file is repaired (rewritten)
+            for r in read_samples(path, repair=path == own, check=row_problem):
+                self.done.setdefault((r["method"], r["doc_id"], r.get("turn") or 1), r)
+        self.writer = SampleWriter(own)
 
     def close(self):
         if self.writer:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from harness import HarnessError
 from harness.engine.generate import Stopper
 from harness.evaluation.lm_tasks import TASKS_DIR
-from harness.engine.records import SCORES, write_jsonl_atomic
+from harness.engine.records import SAMPLES, SCORES, read_samples, row_problem, write_jsonl_atomic
 from harness.engine.session import Request
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
@@ -163,8 +163,11 @@ class HarnessLM(LM):
         starts = [0, *itertools.accumulate(turns)][:-1]
         bar = tqdm(total=len(requests), desc=" vs ".join(s.names), unit="req", disable=disable_tqdm)
         out = []
-        for r, first, start in zip(requests, firsts, starts):
+        for position, (r, first, start) in enumerate(zip(requests, firsts, starts)):
             gen_kwargs, doc_id = r.args[1], str(r.doc_id)
+            if not s.owns(position):  # another process's request (a data-parallel run): not generated here
+                out.append("")
+                continue
             temperature = _temperature(gen_kwargs)
             if not gen_kwargs.get(MULTI_TURN):
                 out.append(s.run_pair(first, start, 1, temperature, bar)[method]["output"] or "")
@@ -216,7 +219,7 @@ def per_sample_scores(results: dict) -> dict[str, dict[str, float]]:
     return out
 
 
-def evaluate_task(task, session, run_dir: Path) -> None:
+def _scorer(task, session):
     from lm_eval.evaluator import evaluate
 
     cfg = session.cfg
@@ -225,11 +228,44 @@ def evaluate_task(task, session, run_dir: Path) -> None:
         results = evaluate(lm, build_task_dict(task, cfg, session.chat), limit=cfg.limit, log_samples=True,
                            bootstrap_iters=0, confirm_run_unsafe_code=True)  # humaneval runs in harness.evaluation.sandbox
         return per_sample_scores(results)
+    return score
 
+
+def evaluate_task(task, session, run_dir: Path) -> None:
+    """Generate (the method and AR, paired) and score both into scores.jsonl; in a data-parallel run,
+    generate this process's share only: rank 0 scores the merged outputs afterwards (`score_recorded`)."""
+    if session.proc.distributed:
+        return generate_only(task, session)
+    score, cfg = _scorer(task, session), session.cfg
     # 1. Generation (the method and AR, paired), scoring the method's outputs.
     rows = [{"method": cfg.method, "doc_id": d, "scores": v} for d, v in score(HarnessLM(session)).items()]
     # 2. The other methods' (AR's) recorded outputs, through the same prompts, filters and metrics.
     for name in session.names[1:]:
         outputs = {(doc_id, turn): row["output"] for (m, doc_id, turn), row in session.done.items() if m == name}
         rows += [{"method": name, "doc_id": d, "scores": v} for d, v in score(make_replay_lm(outputs)).items()]
+    write_jsonl_atomic(run_dir / SCORES, rows)
+
+
+def generate_only(task, session) -> None:
+    """The requests lm-eval's `evaluate` would send, in the same order, through the session (which runs the
+    ones its process owns), without scoring."""
+    from lm_eval.evaluator_utils import get_sample_size
+
+    instances = []
+    for t in build_task_dict(task, session.cfg, session.chat)["tasks"].values():
+        t.build_all_requests(limit=get_sample_size(t, session.cfg.limit))
+        instances += [r for r in t.instances for _ in range(r.repeats)]
+    HarnessLM(session).generate_until(instances)
+
+
+def score_recorded(task, session, run_dir: Path) -> None:
+    """scores.jsonl from the outputs in run_dir's samples.jsonl, every method replayed through lm-eval's
+    prompts, filters and metrics (what `evaluate_task` gives when it generates in one process)."""
+    score = _scorer(task, session)
+    outputs: dict[str, dict] = {name: {} for name in session.names}
+    for r in read_samples(run_dir / SAMPLES, check=row_problem):
+        if r["method"] in outputs:
+            outputs[r["method"]][(str(r["doc_id"]), r.get("turn") or 1)] = r["output"]
+    rows = [{"method": name, "doc_id": d, "scores": v}
+            for name in session.names for d, v in score(make_replay_lm(outputs[name])).items()]
     write_jsonl_atomic(run_dir / SCORES, rows)

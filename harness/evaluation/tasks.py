@@ -29,6 +29,10 @@ class Task:
     def execute(self, session, run_dir: Path) -> None:
         raise NotImplementedError
 
+    def score(self, session, run_dir: Path) -> None:
+        """Score the outputs recorded in run_dir's samples.jsonl (a data-parallel run, once merged; a
+        single-process run scores as it executes)."""
+
     def describe(self) -> dict:
         return {"name": self.name, "metric": self.metric, "source": self.source()}
 
@@ -75,7 +79,7 @@ class PromptsFile(Task):
         from harness.engine.session import prepare
 
         prepared = prepare(session.lm, self.requests, session.cfg)
-        todo = [(i, p) for i, p in enumerate(prepared) if not session.is_done(p.request.doc_id)]
+        todo = [(i, p) for i, p in enumerate(prepared) if session.owns(i) and not session.is_done(p.request.doc_id)]
         bar = tqdm(todo, desc=" vs ".join(session.names), unit="req")
         for index, p in bar:  # the index in the file, not in `todo`: a resumed run seeds as an uninterrupted one
             session.run_pair(p, index, bar=bar)
@@ -119,6 +123,11 @@ class LmEvalTask(Task):
         from harness.evaluation.lm_eval_model import evaluate_task
 
         evaluate_task(self, session, run_dir)
+
+    def score(self, session, run_dir):
+        from harness.evaluation.lm_eval_model import score_recorded
+
+        score_recorded(self, session, run_dir)
 
     def describe(self):
         return {**super().describe(), "lm_eval_tasks": self.variants, "skipped": self.skipped}

@@ -65,6 +65,7 @@ class BenchConfig:
     model: str = "smollm2-135m"
     device: str = "auto"
     dtype: str = "auto"
+    device_map: str | None = None
     limit: int | None = None
     limits: tuple[tuple[str, int], ...] = ()  # per-task limits, overriding `limit`
     max_new_tokens: int | None = None
@@ -94,7 +95,7 @@ class BenchConfig:
         args = ["harness", "bench", "--tasks", ",".join(self.tasks),
                 "--methods", ",".join(spec_text(s) for s in self.methods), "--model", self.model]
         defaults = BenchConfig(tasks=(), methods=())
-        for f in ("device", "dtype", "limit", "max_new_tokens", "seed", "data_dir", "output_dir", "out",
+        for f in ("device", "dtype", "device_map", "limit", "max_new_tokens", "seed", "data_dir", "output_dir", "out",
                   "num_fewshot", "judge_url", "judge_model", "engine"):
             if getattr(self, f) != getattr(defaults, f):
                 args += ["--" + f.replace("_", "-"), str(getattr(self, f))]
@@ -107,9 +108,11 @@ class BenchConfig:
 
 
 def _settings(config: dict) -> str:
-    """A run's settings, comparable across runs (the output folder may have moved)."""
-    config = {"engine": "eager", **config}  # runs from before the engine option were eager
-    return json.dumps({k: v for k, v in config.items() if k not in ("output_dir", "require_sandbox")},
+    """A run's settings, comparable across runs (the output folder may have moved). A setting left at None
+    is left out: a run.json written before the setting existed does not record it; runs from before the engine
+    option were eager."""
+    config = {"engine": "eager", **config}
+    return json.dumps({k: v for k, v in config.items() if k not in ("output_dir", "require_sandbox") and v is not None},
                       sort_keys=True, default=str)
 
 
@@ -156,29 +159,36 @@ def check(cfg: BenchConfig) -> None:
 
 def bench(cfg: BenchConfig, echo=print, warn=None, n_boot: int = 2000, plots: bool = True):
     """Run the sweep (skipping finished runs, resuming interrupted ones), then write the report over its runs.
-    Returns the leaderboard and the paths written (see report.report)."""
+    Returns the leaderboard and the paths written (see report.report); under a launcher every process runs
+    its share of each run (harness.orchestration.run) and only rank 0 reports (the others return None)."""
     from harness.engine.models import load_model, resolve_device
+    from harness.engine.parallel import start
     from harness.engine.records import hardware
     from harness.analysis.report import report
     from harness.orchestration.run import run
 
     # 1. Cheap checks first, so that a typo in the last task does not stop the sweep hours in.
     check(cfg)
+    proc = start(cfg.device)
+    proc.check_device_map(cfg.device_map)
+    echo = echo if proc.main else (lambda *a, **k: None)
     plan = cfg.run_configs()
-    label = hardware(resolve_device(cfg.device))["label"]
+    label = hardware(resolve_device(proc.device))["label"]
     echo(f"bench: {len(cfg.tasks)} task(s) × {len(cfg.methods)} method(s) = {len(plan)} runs on {cfg.model} ({label})")
     # 2. One model load for every run still to do.
     lm, run_dirs = None, []
     for i, rc in enumerate(plan, 1):
         head = f"[{i}/{len(plan)}] {rc.task} × {spec_text((rc.method, tuple(rc.options.items())))}"
-        folder, done = previous_run(rc, label)
+        folder, done = proc.share(previous_run(rc, label))  # rank 0 decides: every rank works on one folder
         if done:
             echo(f"{head}: finished earlier in {folder}; skipped")
             run_dirs.append(folder)
             continue
         echo(f"{head}: " + (f"resuming {folder.name}" if folder else "running"))
         if lm is None:
-            lm = load_model(cfg.model, cfg.device, cfg.dtype, seed=cfg.seed)
+            lm = load_model(cfg.model, proc.device, cfg.dtype, seed=cfg.seed, device_map=cfg.device_map)
         run_dirs.append(run(rc, resume=folder.name if folder else None, echo=echo, lm=lm))
     # 3. The report over exactly this sweep's runs.
+    if not proc.main:
+        return None
     return report(run_dirs, Path(cfg.out), command=cfg.command(), warn=warn, n_boot=n_boot, plots=plots)

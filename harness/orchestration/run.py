@@ -15,8 +15,10 @@ from pathlib import Path
 from harness import HarnessError
 from harness.analysis.summary import BASELINE, format_table, summarize
 from harness.engine.models import LoadedModel, load_model
+from harness.engine.parallel import Process, start
 from harness.engine.records import (MANIFEST, SAMPLES, SCORES, SUMMARY, check_writable_dir, git_commit, hardware,
-                                    make_dir, new_run_id, read_manifest, read_samples, versions, write_json_atomic)
+                                    make_dir, merge_parts, new_run_id, read_manifest, read_samples, versions,
+                                    write_json_atomic)
 from harness.engine.session import RunConfig, Session
 from harness.evaluation.sandbox import isolation_report, require_isolation
 from harness.evaluation.tasks import get_task
@@ -30,7 +32,7 @@ SPEEDUP_DEFINITION = ("(sum method new_tokens / sum method wall_time_s) / (sum a
 
 
 def manifest(cfg: RunConfig, run_id: str, lm: LoadedModel, task, method_options: dict,
-             second_models: list[dict] = ()) -> dict:
+             second_models: list[dict] = (), proc: Process | None = None) -> dict:
     spec = available_methods()[cfg.method]
     return {"run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "config": dataclasses.asdict(cfg), "versions": versions(), "git": git_commit(),
@@ -38,7 +40,15 @@ def manifest(cfg: RunConfig, run_id: str, lm: LoadedModel, task, method_options:
             "method": {"name": cfg.method, "origin": spec.origin, "target": spec.target, "options": method_options,
                        "models": list(second_models)},
             "baseline": BASELINE, "limit": cfg.limit, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens,
-            "sandbox": isolation_report()}
+            "sandbox": isolation_report(), **(proc or Process()).describe()}
+
+
+def run_warnings(info: dict) -> list[str]:
+    """What a reader of the run's figures must know: processes that shared a device (a CPU)."""
+    if info.get("shared_device"):
+        return [f"{info.get('world_size')} processes shared one {info['hardware'].get('device', 'device')} "
+                "(data-parallel run): their timings are not comparable with a single-process run's"]
+    return []
 
 
 def write_summary(run_dir: Path, info: dict, task=None) -> dict:
@@ -49,36 +59,50 @@ def write_summary(run_dir: Path, info: dict, task=None) -> dict:
                "speedup_definition": SPEEDUP_DEFINITION,
                "metric": metric, "skipped": info["task"].get("skipped") or {},
                "methods": summarize(read_samples(run_dir / SAMPLES), scores=scores, metric=metric, extra_metrics=extra)}
+    warnings = run_warnings(info)
+    if warnings:
+        summary["warnings"] = warnings
     write_json_atomic(run_dir / SUMMARY, summary)
     return summary
 
 
 def run(cfg: RunConfig, resume: str | None = None, echo=print, lm: LoadedModel | None = None) -> Path:
-    """One run folder; `lm`, when given, is cfg.model already loaded (a sweep loads it once)."""
+    """One run folder; `lm`, when given, is cfg.model already loaded (a sweep loads it once).
+
+    Under a launcher (accelerate launch, torchrun) every process runs this: each runs its share of the
+    requests into its own part file, then rank 0 merges them, scores and summarizes (harness.engine.parallel)."""
     # 1. Cheap checks first: method, task and its data, before the model loads.
     get_method(cfg.method)
     if cfg.require_sandbox:
         require_isolation()
+    proc = start(cfg.device)
+    proc.check_device_map(cfg.device_map)
     task = get_task(cfg.task, cfg.prompts)
     task.load(cfg)
     out_dir = Path(cfg.output_dir)
     check_writable_dir(out_dir, "--output-dir")
-    run_id = resume or new_run_id()
+    run_id = resume or proc.share(new_run_id())
     run_dir = out_dir / run_id
     if resume and not (run_dir / MANIFEST).exists():
         raise HarnessError(f"no run {resume!r} under {out_dir} to resume (looked for {run_dir / MANIFEST})")
     info = read_manifest(run_dir / MANIFEST) if resume else None
 
-    lm = lm if lm is not None else load_model(cfg.model, cfg.device, cfg.dtype, seed=cfg.seed)
-    session = Session(cfg, lm)
+    lm = lm if lm is not None else load_model(cfg.model, proc.device, cfg.dtype, seed=cfg.seed, device_map=cfg.device_map)
+    session = Session(cfg, lm, proc=proc)
 
-    # 2. The run folder: conditions in run.json, rows appended to samples.jsonl as they are produced.
-    if not resume:
+    # 2. The run folder: conditions in run.json (rank 0), rows appended to samples.jsonl (or, in a
+    #    data-parallel run, to each rank's part file) as they are produced.
+    if proc.main and not resume:
         make_dir(run_dir, exist_ok=False)
-        info = manifest(cfg, run_id, lm, task, session.decoders(None)[cfg.method][1], session.loaded)
+        info = manifest(cfg, run_id, lm, task, session.decoders(None)[cfg.method][1], session.loaded, proc)
         write_json_atomic(run_dir / MANIFEST, info)
+    elif proc.main and proc.distributed and info.get("world_size", 1) < proc.world_size:
+        info.update(proc.describe())  # resumed by more processes than it was started with
+        write_json_atomic(run_dir / MANIFEST, info)
+    proc.barrier()  # the folder exists
     session.open(run_dir)
-    if session.done:
+    proc.barrier()  # every rank has read what is done before any writes
+    if session.done and proc.main:
         echo(f"resuming {run_id}: {len(session.done)} rows already recorded")
 
     # 3. The task drives the session (and scores the outputs, when it has a metric).
@@ -86,7 +110,7 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print, lm: LoadedModel |
         task.execute(session, run_dir)
     except BaseException:
         session.close()
-        if not resume and not read_samples(run_dir / SAMPLES):
+        if not resume and not proc.distributed and not read_samples(run_dir / SAMPLES):
             shutil.rmtree(run_dir)  # failed before any sample (e.g. bad data): leave nothing behind
         raise
     finally:
@@ -95,7 +119,17 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print, lm: LoadedModel |
     info["engine"] = {**session.engine.describe(), "warmup_s": round(session.warmup_s, 1)}
     write_json_atomic(run_dir / MANIFEST, info)
 
+    # 4. Data-parallel: once every rank is done, rank 0 merges the parts and scores the merged outputs.
+    #    (A single process resuming a data-parallel run merges what the ranks left, too.)
+    proc.barrier()
+    if not proc.main:
+        return run_dir
+    merge_parts(run_dir)
+    if proc.distributed:
+        task.score(session, run_dir)
     summary = write_summary(run_dir, info, task)
     echo(format_table(summary["methods"]))
+    for warning in summary.get("warnings", []):
+        echo(f"warning: {warning}")
     echo(f"run folder: {run_dir}")
     return run_dir
