@@ -53,6 +53,7 @@ def test_run_round_trip(tmp_path):
     assert info["method"]["name"] == "jacobi" and info["method"]["options"]["block_size"] == 4
     assert info["config"]["seed"] == 3 and info["max_new_tokens"] == 24
     assert info["model"]["name"] == "tiny-random" and info["versions"]["torch"]
+    assert info["config"]["engine"] == "eager" and info["engine"]["engine"] == "eager"  # the default engine
     assert info["hardware"]["cpu_isa"] in info["hardware"]["label"]  # same CPU name, other ISA: other hardware
     rows = rows_of(run_dir)
     assert len(rows) == 8 and {r["method"] for r in rows} == {"jacobi", "ar"}

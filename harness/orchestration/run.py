@@ -115,9 +115,9 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print, lm: LoadedModel |
         raise
     finally:
         session.close()
-    # what the engine compiled and what warming up cost (outside every timing), in this process
-    info["engine"] = {**session.engine.describe(), "warmup_s": round(session.warmup_s, 1)}
-    write_json_atomic(run_dir / MANIFEST, info)
+    if proc.main:  # what the engine compiled and what warming up cost (outside every timing), in this process
+        info["engine"] = {**session.engine.describe(), "warmup_s": round(session.warmup_s, 1)}
+        write_json_atomic(run_dir / MANIFEST, info)
 
     # 4. Data-parallel: once every rank is done, rank 0 merges the parts and scores the merged outputs.
     #    (A single process resuming a data-parallel run merges what the ranks left, too.)
