@@ -16,7 +16,6 @@ graphs. The prompt's prefill runs eager (prompt lengths differ; one graph per pr
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import torch
@@ -237,8 +236,3 @@ def make_engine(name: str, model: torch.nn.Module, **kwargs) -> Engine:
     if name == "compiled":
         return CompiledEngine(model, **kwargs)
     raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
-
-
-def use_cache_dir(folder: str) -> None:
-    """Keep inductor's compiled artifacts (FX graph and autotuning caches) under `folder`, unless the user chose."""
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", folder)

@@ -18,12 +18,12 @@ import torch
 
 from harness import BASELINE, HarnessError
 from harness.engine.generate import Stopper, generate
-from harness.engine.models import LoadedModel, cache_root, check_device_map, model_loader
+from harness.engine.models import LoadedModel, check_device_map, model_loader
 from harness.engine.parallel import Process
 from harness.engine.records import SAMPLES, SampleWriter, part_files, part_path, read_samples, row_problem
 from methods import get_method
 from methods.base import Decoder, OptionError
-from methods.engine import ENGINES, Engine, make_engine, use_cache_dir
+from methods.engine import ENGINES, Engine, make_engine
 
 log = logging.getLogger(__name__)
 WARMUP_TOKENS = 16
@@ -207,7 +207,6 @@ class Session:
         self._decoders: dict[float | None, dict] = {}
         self.loaded: list[dict] = []  # second models the decoders loaded (CLLM checkpoint, draft model)
         if cfg.engine not in lm.engines:  # one per loaded model: a sweep compiles its graphs once
-            use_cache_dir(str(cache_root() / "inductor"))  # compiled kernels and autotuning, kept across runs
             lm.engines[cfg.engine] = make_engine(cfg.engine, lm.model)
         self.engine = lm.engines[cfg.engine]
         self.warmup_s = 0.0  # compiling the engine's graphs and the untimed warm-up request
