@@ -53,8 +53,8 @@ class LoadedModel:
     context_length: int
     content: dict = field(default_factory=dict)  # {"sha256", "files"} of a file or directory, {"revision"} on the hub
     base: LoadedModel | None = None  # an adapter's base model
-    engines: dict = field(default_factory=dict, repr=False)  # kind -> methods.engine.Engine, built once (its graphs)
     device_map: dict | None = None  # loaded with --device-map: {module: device} (accelerate's placement)
+    engines: dict = field(default_factory=dict, repr=False)  # kind -> methods.engine.Engine, built once (its graphs)
 
     @property
     def chat(self) -> bool:
