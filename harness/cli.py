@@ -188,7 +188,6 @@ def _warn(message: str) -> None:
 @click.argument("run_dirs", nargs=-1, type=click.Path())
 @click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
               help="Where leaderboard.csv, report.md and plots/ go.")
-@click.option("--engine", type=click.Choice(["eager", "compiled"]), default="eager", show_default=True, help=ENGINE_HELP)
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=2000, show_default=True,
               help="Bootstrap resamples for the 95% intervals (0: no intervals).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
@@ -233,6 +232,7 @@ def report(run_dirs, out, n_boot, seed, plots):
 @click.option("--num-fewshot", type=int)
 @click.option("--judge-url", help="MT-bench: OpenAI-compatible endpoint for grading.")
 @click.option("--judge-model", help="MT-bench: the judge model's name.")
+@click.option("--engine", type=click.Choice(["eager", "compiled"]), default="eager", show_default=True, help=ENGINE_HELP)
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=2000, show_default=True)
 @click.option("--plots/--no-plots", default=True, show_default=True)
 @click.option("--require-sandbox", is_flag=True, help="Refuse to run model-written code without OS isolation (bubblewrap).")

@@ -8,7 +8,9 @@ import os
 import random
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -134,7 +136,11 @@ print(json.dumps({"pid": os.getpid(), "uid": os.getuid(), "net": os.readlink("/p
     assert seen["pid"] < 10 and max(seen["pids"]) < 10  # its own PID namespace: no host process is visible
     assert seen["net"] != os.readlink("/proc/self/ns/net")
     assert not {"home", "run", "var", "mnt"} & set(seen["root"]) and seen["etc"] == ["ld.so.cache"]
-    assert len(seen["tmp"]) == 1 and seen["tmp"][0].startswith("sandbox-")  # none of the host's /tmp
+    # none of the host's /tmp, except where Python itself lives (a checkout or venv under /tmp is bound read-only)
+    python_dirs = {Path(p).resolve().parts[2] for p in (sys.prefix, sys.base_prefix, *sys.path)
+                   if p and len(Path(p).resolve().parts) > 2 and Path(p).resolve().parts[1] == "tmp"}
+    private = [t for t in seen["tmp"] if t not in python_dirs]
+    assert len(private) == 1 and private[0].startswith("sandbox-"), seen["tmp"]
     report = sandbox.isolation_report()
     assert report["tool"] == "bwrap" and report["isolated"] and report["pid_namespace"] and report["reason"] is None
 
