@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     longest = max(p.input_ids.shape[1] + p.max_new_tokens for p in prepared) + args.block_size + 1
     decoders = {}
     for kind in engines:
-        engine = make_engine(kind, lm.model, **({"max_len": longest} if kind == "compiled" else {}))
+        engine = make_engine(kind, lm.model, max_len=longest)
         decoders[f"ar-{kind}"] = build_decoder("ar", {}, lm.model, engine=engine)[0]
         if args.block_size and kind == engines[0]:
             decoders[f"jacobi-{kind}"] = build_decoder("jacobi", {"block_size": str(args.block_size)}, lm.model,

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = RunConfig(method="ar", model=args.model, max_new_tokens=args.max_new_tokens)
     prepared = prepare(lm, gsm8k_requests(args.data_dir, args.limit), cfg)
     longest = max(p.input_ids.shape[1] + p.max_new_tokens for p in prepared)
-    engine = make_engine(args.engine, lm.model, **({"max_len": longest + 64} if args.engine == "compiled" else {}))
+    engine = make_engine(args.engine, lm.model, max_len=longest + 64)
     decoders = {"ar": build_decoder("ar", {}, lm.model, engine=engine)[0]}
     for spec in parse_specs(args.spec or ["jacobi"], flag="--spec"):
         decoders[spec_text(spec)] = build_decoder(spec[0], dict(spec[1]), lm.model, engine=engine)[0]

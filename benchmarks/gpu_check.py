@@ -51,7 +51,7 @@ def check_lossless(device: torch.device, max_new: int, engines) -> bool:
         model, tok = tiny_random(**overrides)
         model = model.to(device)
         for kind in engines:
-            engine = make_engine(kind, model, **({"max_len": 256, "autotune": False} if kind == "compiled" else {}))
+            engine = make_engine(kind, model, max_len=256, autotune=False)
             ar = get_method("ar")(model, engine=engine)
             ar.warm_up()
             for name in lossless:
@@ -75,7 +75,7 @@ def ar_vs_generate(model, device, max_new: int, engines, repeats: int = 3) -> No
     none = Stopper(frozenset())
     runs = {}
     for kind in engines:
-        engine = make_engine(kind, model, **({"max_len": 128 + max_new + 8} if kind == "compiled" else {}))
+        engine = make_engine(kind, model, max_len=128 + max_new + 8)
         ar = get_method("ar")(model, engine=engine)
         ar.warm_up()
         generate(ar, ids, 8, none)

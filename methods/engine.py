@@ -230,9 +230,10 @@ def static_tree_mask(model, start: int, max_len: int, allowed: torch.Tensor, pos
     return build(bool(window))
 
 
-def make_engine(name: str, model: torch.nn.Module, **kwargs) -> Engine:
+def make_engine(name: str, model: torch.nn.Module, max_len: int = 1024, autotune: bool = True) -> Engine:
+    """An engine by name. max_len (static cache positions) and autotune concern the compiled engine only."""
     if name == "eager":
         return Engine(model)
     if name == "compiled":
-        return CompiledEngine(model, **kwargs)
+        return CompiledEngine(model, max_len, autotune)
     raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")

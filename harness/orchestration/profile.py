@@ -81,7 +81,7 @@ def measure(model: torch.nn.Module, context: int, widths=DEFAULT_WIDTHS, repeats
     for name in engines:
         gen = torch.Generator().manual_seed(seed)  # the same tokens for every engine
         draw = lambda n, gen=gen: torch.randint(0, vocab, (1, n), generator=gen).to(device)  # noqa: E731
-        engine = make_engine(name, model, **({} if name == "eager" else {"max_len": context + max(widths), "autotune": autotune}))
+        engine = make_engine(name, model, max_len=context + max(widths), autotune=autotune)
         engine.warm_up(widths, progress=progress)
         cache = engine.new_cache()  # recording: every timed forward is rolled back
         engine.forward(draw(context), cache, keep=1)  # (1, C) prefill
