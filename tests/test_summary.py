@@ -55,3 +55,22 @@ def test_pairs_without_tokens_are_left_out_of_the_ratios():
             row("ar", "b", 0, 1, 0.1, ""), row("m", "b", 0, 1, 0.1, "")]  # nothing generated: no throughput
     m = summarize(rows)["m"]
     assert m["n_paired"] == 1 and m["speedup"] == pytest.approx(2.0) and m["lossless_rate"] == 1.0
+
+
+def test_longest_run_finds_the_longest_repeat():
+    from harness.engine.generate import longest_run
+
+    assert longest_run([]) == 0
+    assert longest_run([5]) == 1
+    assert longest_run([1, 2, 2, 3, 3, 3, 2]) == 3
+    assert longest_run([7] * 12 + [1]) == 12
+
+
+def test_repeat_share_counts_looping_outputs_per_method():
+    rows = [{**row("ar", d, 20, 20, 2.0, d), "max_repeat_run": r} for d, r in (("a", 3), ("b", 10))]
+    rows += [{**row("m", d, 20, 5, 1.0, d), "max_repeat_run": r} for d, r in (("a", 12), ("b", 15))]
+    rows.append(row("old", "a", 20, 10, 1.0, "a"))  # a run recorded before the field existed
+    s = summarize(rows)
+    assert s["ar"]["repeat_share"] == pytest.approx(0.5) and s["m"]["repeat_share"] == pytest.approx(1.0)
+    assert s["old"]["repeat_share"] is None
+    assert "looping" in format_table(s) and "100%" in format_table(s)

@@ -17,6 +17,7 @@ from harness.text import text_table
 from harness.analysis.leaderboard import SETTINGS, labels
 from methods.specs import format_options
 from harness.analysis.summary import MIN_DOCS
+from harness.engine.generate import REPEAT_RUN
 
 log = logging.getLogger(__name__)
 PROFILE_COLUMNS = ["engine", "width", "ms_median", "ms_p10", "ms_p90", "break_even_tokens_per_step"]  # harness profile's CSV
@@ -39,13 +40,14 @@ def interval(row: pd.Series, name: str) -> str:
 
 def table(rows: pd.DataFrame) -> list[str]:
     head = ["method", "n", "docs", "tok/step", "accept", "tok/s", "speedup [95% CI]", "geomean [95% CI]", "length",
-            "lossless", "accuracy", "Δ accuracy", "errors", "dirty"]
+            "lossless", "looping", "accuracy", "Δ accuracy", "errors", "dirty"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in rows.iterrows():
         cells = [f"`{r['label']}`", str(r["n"]), fmt(r["n_docs"], ".0f"), fmt(r["tokens_per_step"], ".2f"),
                  fmt(r["acceptance_rate"], ".1%"), fmt(r["tokens_per_s"], ".1f"), interval(r, "speedup"),
                  interval(r, "speedup_geomean"), fmt(r["length_ratio"], ".2f"), fmt(r["lossless_rate"], ".0%"),
-                 fmt(r["accuracy"], ".3f"), fmt(r["accuracy_delta"], "+.3f"), str(r["n_errors"]),
+                 fmt(r.get("repeat_share"), ".0%"), fmt(r["accuracy"], ".3f"), fmt(r["accuracy_delta"], "+.3f"),
+                 str(r["n_errors"]),
                  {True: "yes", False: "no"}.get(r["dirty"], "?")]
         out.append("| " + " | ".join(cells) + " |")
     return out
@@ -68,7 +70,9 @@ DEFINITIONS = (
     "tokens over the same pairs (below 1: the method stopped earlier; above 1: it wrote more, e.g. a loop). "
     "Brackets: 95% percentile bootstrap intervals that resample documents (a conversation's turns together); "
     f"with fewer than {MIN_DOCS} documents (`docs`) there is no interval, and a note says so. `Δ accuracy` is "
-    "against AR on the same documents; `lossless` is the share of outputs token-identical to AR's. A row is one "
+    "against AR on the same documents; `lossless` is the share of outputs token-identical to AR's; "
+    f"`looping` the share of outputs holding one token {REPEAT_RUN} or more times in a row (a looping model commits "
+    "many tokens per step cheaply: compare with AR's row). A row is one "
     "experiment: model, task, hardware, method, options, " + ", ".join(SETTINGS) + "; AR rows pool only runs "
     "with identical settings. `dirty`: a run of the row was made with uncommitted changes. "
     "Definitions: docs/measurement.md.")

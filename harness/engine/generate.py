@@ -15,6 +15,7 @@ import torch
 from methods.base import Decoder, Step
 
 STOP_MARGIN_CHARS = 8  # characters a stop-string check decodes before the ones it must see (Stopper._window)
+REPEAT_RUN = 10  # an output holding one token this many times in a row counts as looping (repeat_share)
 
 
 def sync(device: torch.device) -> None:
@@ -166,6 +167,16 @@ def generate(decoder: Decoder, input_ids: torch.Tensor, max_new_tokens: int, sto
     sync(device)
     out.wall_time_s = time.perf_counter() - t0
     return out
+
+
+def longest_run(tokens: list[int]) -> int:
+    """The length of the longest run of one repeated token (0 for no tokens): a looping model commits many
+    tokens per Jacobi step cheaply, so reports show the share of outputs with a run >= REPEAT_RUN."""
+    best = run = 0
+    for i, t in enumerate(tokens):
+        run = run + 1 if i and t == tokens[i - 1] else 1
+        best = max(best, run)
+    return best
 
 
 def truncated_counts(step: Step, kept: int) -> tuple[int, int, int]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from harness import BASELINE, HarnessError
-from harness.engine.generate import Stopper, generate
+from harness.engine.generate import Stopper, generate, longest_run
 from harness.engine.models import LoadedModel, check_device_map, model_loader
 from harness.engine.parallel import Process
 from harness.engine.records import SAMPLES, SampleWriter, part_files, part_path, read_samples, row_problem
@@ -169,7 +169,7 @@ def run_one(decoder: Decoder, name: str, p: Prepared, cfg: RunConfig, seed: int,
            "ttft_s": None, "stop_reason": None, "drafted_tokens": None, "accepted_tokens": None,
            "draft_forwards": None, "step_tokens": None, "step_drafted": None, "step_accepted": None,
            "step_draft_forwards": None, "stationary_tokens": None, "step_stationary": None,
-           "output_sha1": None, "output": None, "error": None}
+           "max_repeat_run": None, "output_sha1": None, "output": None, "error": None}
     torch.manual_seed(seed)
     try:
         g = generate(decoder, p.input_ids, p.max_new_tokens, p.stopper)
@@ -183,7 +183,7 @@ def run_one(decoder: Decoder, name: str, p: Prepared, cfg: RunConfig, seed: int,
                stop_reason=g.stop_reason, drafted_tokens=g.drafted, accepted_tokens=g.accepted,
                draft_forwards=g.draft_forwards, step_tokens=g.step_tokens, step_drafted=g.step_drafted,
                step_accepted=g.step_accepted, step_draft_forwards=g.step_draft_forwards,
-               stationary_tokens=g.stationary, step_stationary=g.step_stationary,
+               stationary_tokens=g.stationary, step_stationary=g.step_stationary, max_repeat_run=longest_run(g.tokens),
                output_sha1=hashlib.sha1(",".join(map(str, g.tokens)).encode()).hexdigest(),
                output=p.stopper.text(g.tokens))
     return row
