@@ -394,5 +394,32 @@ def train(**kwargs):
     train_(TrainConfig(**kwargs), echo=click.echo)
 
 
+@cllm.command()
+@click.option("--checkpoint", default="smollm2-135m-cllm", show_default=True, help="CLLM checkpoint (alias or directory).")
+@click.option("--model", default="smollm2-135m", show_default=True, help="The checkpoint's base model.")
+@click.option("--block-sizes", default="4,8,16", show_default=True, help="Jacobi block sizes to measure, comma-separated.")
+@click.option("--task", default="gsm8k", show_default=True)
+@click.option("--split", default="test", show_default=True, help="Held-out questions: not the training split.")
+@click.option("--limit", type=int, default=40, show_default=True, help="The first N questions of the split.")
+@click.option("--max-new-tokens", type=int, default=256, show_default=True)
+@click.option("--data-dir", envvar="HARNESS_DATA_DIR", type=click.Path(file_okay=False),
+              help="Benchmark data (env HARNESS_DATA_DIR).")
+@click.option("--engine", type=click.Choice(["eager", "compiled"]), default="eager", show_default=True, help=ENGINE_HELP)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Rows (JSONL); an existing file is resumed.")
+@click.option("--write-card", is_flag=True, help="Record tokens/step per block size in the checkpoint's cllm.json "
+              "(what -O block_size=auto reads).")
+def measure(block_sizes, **kwargs):
+    """Tokens per step of a CLLM checkpoint per block size on held-out questions (untimed; resumable)."""
+    from harness.cllm.measure import MeasureConfig, measure as measure_
+
+    try:
+        sizes = tuple(int(x) for x in block_sizes.split(",") if x.strip())
+    except ValueError:
+        raise HarnessError(f"--block-sizes must be numbers separated by commas, e.g. 4,8,16 (got {block_sizes!r})") from None
+    result = measure_(MeasureConfig(block_sizes=sizes, **kwargs), echo=click.echo)
+    click.echo(result.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
 if __name__ == "__main__":  # python -m harness.cli (runs this checkout's code, not an installed copy)
     main()

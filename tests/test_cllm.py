@@ -2,6 +2,7 @@
 checkpoint round trips, bad trajectory files, and the cllm decoder, all on tiny-random (no downloads)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -306,3 +307,56 @@ def test_cllm_run_pairs_the_checkpoint_with_ar_on_the_base(tiny, trajectories, t
     [ckpt] = info["method"]["models"]
     assert ckpt["sha256"] == content_hash(out)["sha256"] and "adapter_model.safetensors" in ckpt["files"]
     assert ckpt["path"] == str(out) and ckpt["base"]["name"] == "tiny-random"
+
+
+def test_cllm_decodes_at_the_trained_block_size_and_auto_picks_from_costs(tiny, trajectories, tmp_path):
+    out = train(TrainConfig(data=str(trajectories), out=str(tmp_path / "ck"), max_steps=1, save_steps=1000),
+                echo=lambda *a: None)
+    card = json.loads((out / "cllm.json").read_text())
+    decoder = CLLM(tiny.model, CLLMOptions(checkpoint=str(out)), loader=model_loader())
+    assert decoder.options.block_size == card["block_size"] and decoder.widths() == (card["block_size"] + 1,)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"id": "a", "prompt": "Question: 1+1?"}\n')
+    args = ["run", "--method", "cllm", "-O", f"checkpoint={out}", "-O", "block_size=auto", "--model", "tiny-random",
+            "--prompts", str(prompts), "--max-new-tokens", "8", "--output-dir", str(tmp_path / "runs")]
+    result = CliRunner().invoke(main, args)  # no tokens/step per block recorded yet: one clear line
+    assert result.exit_code == 2 and "harness cllm measure" in result.output, result.output
+    card["tokens_per_step"] = {"2": 1.5, "3": 9.0}  # block 3 commits so much more that it wins at any cost curve here
+    (out / "cllm.json").write_text(json.dumps(card))
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    info = json.loads((run_dir / "run.json").read_text())
+    auto = info["auto_block_size"]
+    assert auto["block_size"] == 3 and set(auto["cost_vs_width_1"]) == {"1", "3", "4"}  # JSON keys are strings
+    assert info["config"]["options"]["block_size"] == "3"
+    assert auto["expected_speedup"]["3"] == pytest.approx(9.0 / auto["cost_vs_width_1"]["4"], rel=1e-2)
+
+
+def test_autoblock_choice_divides_tokens_per_step_by_forward_cost():
+    from harness.orchestration.autoblock import choose
+
+    n, expected = choose({4: 1.5, 8: 2.0, 16: 2.2}, {5: 1.3, 9: 1.9, 17: 2.9})
+    assert n == 4 and expected[4] == pytest.approx(1.5 / 1.3) and expected[16] == pytest.approx(2.2 / 2.9)
+
+
+def test_cllm_measure_resumes_refuses_other_settings_and_writes_the_card(tiny, trajectories, data_dir, tmp_path):
+    from harness.cllm.measure import MeasureConfig, measure
+
+    ck = train(TrainConfig(data=str(trajectories), out=str(tmp_path / "ck"), max_steps=1, save_steps=1000),
+               echo=lambda *a: None)
+    rows = tmp_path / "m.jsonl"
+    cfg = MeasureConfig(out=str(rows), checkpoint=str(ck), model="tiny-random", block_sizes=(2, 3), limit=2,
+                        max_new_tokens=8, data_dir=str(data_dir), split="train", write_card=True)
+    first = measure(cfg, echo=lambda *a: None)
+    assert list(first["block_size"]) == [2, 3] and list(first["n"]) == [2, 2]
+    lines = rows.read_text().splitlines()
+    assert len(lines) == 4
+    said = []
+    again = measure(cfg, echo=said.append)  # everything measured: nothing is decoded again
+    assert rows.read_text().splitlines() == lines and "4 of 4" in said[0]
+    assert again["tokens_per_step"].tolist() == first["tokens_per_step"].tolist()
+    card = json.loads((ck / "cllm.json").read_text())
+    assert set(card["tokens_per_step"]) == {"2", "3"} and card["tokens_per_step_on"]["limit"] == 2
+    with pytest.raises(HarnessError, match="other settings"):
+        measure(dataclasses.replace(cfg, max_new_tokens=16), echo=lambda *a: None)

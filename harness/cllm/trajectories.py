@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness import HarnessError
+from harness.engine.generate import longest_run
 from harness.engine.records import check_writable_dir, jsonl_lines, make_dir
 from methods.kv import cache_kwargs, model_mask, new_cache, rollback
 
@@ -71,14 +72,6 @@ def prompts_for(task: str, split: str, data_dir: str | None, chat: bool, limit: 
         raise HarnessError(f"task {task} has no {split} split; use --split train or test")
     docs = list(docs)[:limit]
     return [(f"{task}/{split}/{i}", lm_task.fewshot_context(doc, 0)) for i, doc in enumerate(docs)]
-
-
-def longest_run(tokens: list[int]) -> int:
-    best = run = 0
-    for i, t in enumerate(tokens):
-        run = run + 1 if i and t == tokens[i - 1] else 1
-        best = max(best, run)
-    return best
 
 
 @torch.inference_mode()

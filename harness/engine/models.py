@@ -334,6 +334,20 @@ def model_loader(loaded: list[dict] | None = None, device_map: str | None = None
     return load
 
 
+def cllm_card(spec: str) -> dict | None:
+    """The cllm.json of a CLLM checkpoint spec (shipped alias or trained directory); None for anything else."""
+    try:
+        source, path = _resolve(spec)
+    except HarnessError:
+        return None
+    if source != "cllm":
+        return None
+    try:
+        return json.loads((Path(path) / "cllm.json").read_text())
+    except (OSError, ValueError) as e:
+        raise HarnessError(f"{Path(path) / 'cllm.json'} is unreadable ({e})") from None
+
+
 def load_adapter(spec: str, folder: Path, device: str, dtype: str, seed: int,
                  device_map: str | None = None) -> LoadedModel:
     """A LoRA checkpoint (harness cllm train): its base model (named in cllm.json) with the adapter merged
@@ -353,5 +367,6 @@ def load_adapter(spec: str, folder: Path, device: str, dtype: str, seed: int,
     if not device_map:  # a dispatched base is merged in place, in its dtype; moving it would undo the dispatch
         model = model.to(device=base.device, dtype=base.dtype)
     model = model.eval()
+    model.config.cllm_block_size = card.get("block_size")  # what the checkpoint was trained for: CLLM decodes at it
     return LoadedModel(model, base.tokenizer, spec, "cllm", str(folder), base.device, base.dtype, base.context_length,
                        content_hash(folder, hash_cache()), base, base.device_map)

@@ -107,7 +107,8 @@ def build_decoder(name: str, options: dict[str, str], model, loaded: list[dict] 
     cls = get_method(name)
     try:
         opts = cls.parse_options(options)
-        return cls(model, opts, loader=model_loader(loaded, device_map), engine=engine), dataclasses.asdict(opts)
+        decoder = cls(model, opts, loader=model_loader(loaded, device_map), engine=engine)
+        return decoder, dataclasses.asdict(decoder.options)  # as resolved (e.g. CLLM's block size)
     except (OptionError, ValueError) as e:  # bad options, or ones the decoder rejects when it sets up
         raise HarnessError(f"method {name}: {e}") from None
 
