@@ -236,7 +236,8 @@ def report(run_dirs, out, n_boot, seed, plots):
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=2000, show_default=True)
 @click.option("--plots/--no-plots", default=True, show_default=True)
 @click.option("--require-sandbox", is_flag=True, help="Refuse to run model-written code without OS isolation (bubblewrap).")
-def bench(tasks, methods, limits, n_boot, plots, **kwargs):
+@click.option("--tuned", type=click.Path(dir_okay=False), help="Also run the tuned settings of this `harness tune` file.")
+def bench(tasks, methods, limits, n_boot, plots, tuned, **kwargs):
     """Run every method x task on one loaded model (resumable), then the report.
 
     Under `accelerate launch` or `torchrun` each process runs its share of every run (docs/scale-out.md)."""
@@ -244,6 +245,10 @@ def bench(tasks, methods, limits, n_boot, plots, **kwargs):
 
     task_names = parse_list(tasks)
     limit, per_task = parse_limits(limits, task_names)
+    if tuned:
+        from harness.orchestration.tune import tuned_specs
+
+        methods = (*methods, *tuned_specs(tuned))
     cfg = BenchConfig(tasks=task_names, methods=parse_methods(methods), limit=limit,
                       limits=tuple(per_task.items()), **kwargs)
     from harness.analysis.markdown import format_board
@@ -392,6 +397,24 @@ def train(**kwargs):
     from harness.cllm.train import TrainConfig, train as train_
 
     train_(TrainConfig(**kwargs), echo=click.echo)
+
+
+@main.command()
+@click.option("--model", default="smollm2-135m", show_default=True)
+@click.option("--engine", type=click.Choice(["eager", "compiled"]), default="eager", show_default=True,
+              help="The engine whose forward costs decide (the one the sweep will run on).")
+@click.option("--limit", type=int, default=5, show_default=True, help="Pilot: the first N GSM8K *train* questions.")
+@click.option("--max-new-tokens", type=int, default=128, show_default=True)
+@click.option("--data-dir", envvar="HARNESS_DATA_DIR", type=click.Path(file_okay=False),
+              help="Benchmark data (env HARNESS_DATA_DIR).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", default="results/tuning.json", show_default=True, type=click.Path(dir_okay=False))
+def tune(**kwargs):
+    """Choose Jacobi, lookahead and n-gram speculative sizes for this machine (profile costs x pilot tokens/step)."""
+    from harness.orchestration.tune import TuneConfig, tune as tune_
+
+    result = tune_(TuneConfig(**kwargs), echo=click.echo)
+    click.echo(f"wrote {kwargs['out']}: tuned {', '.join(result['tuned'])}  (use: harness bench --tuned {kwargs['out']})")
 
 
 @cllm.command()

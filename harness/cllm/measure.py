@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness import HarnessError
-from harness.cllm.trajectories import prompts_for
+from harness.evaluation.tasks import prompts_for
 from harness.engine.generate import REPEAT_RUN, Stopper, generate, longest_run
 from harness.engine.models import _resolve, load_model
 from harness.engine.records import check_writable_dir, jsonl_lines, make_dir, write_json_atomic

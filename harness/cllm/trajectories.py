@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from harness import HarnessError
 from harness.engine.generate import longest_run
 from harness.engine.records import check_writable_dir, jsonl_lines, make_dir
+from harness.evaluation.tasks import prompts_for
 from methods.kv import cache_kwargs, model_mask, new_cache, rollback
 
 log = logging.getLogger(__name__)
@@ -53,25 +54,6 @@ class CollectConfig:
     device: str = "auto"
     dtype: str = "auto"
     chat_template: bool = True
-
-
-def prompts_for(task: str, split: str, data_dir: str | None, chat: bool, limit: int | None) -> list[tuple[str, str]]:
-    """(sample_id, prompt text) built by the same lm-eval task config as `harness run`, so that training
-    prompts look exactly like evaluation prompts (for gsm8k: the chat variant's zero-shot instruction)."""
-    from harness.evaluation.lm_eval_model import build_task_dict, load_task
-    from harness.engine.session import RunConfig
-    from harness.evaluation.tasks import get_task
-
-    t = get_task(task)
-    cfg = RunConfig(method="ar", task=task, data_dir=data_dir, num_fewshot=0)
-    load_task(t, cfg)
-    (lm_task,) = build_task_dict(t, cfg, chat)["tasks"].values()
-    docs = {"train": lm_task.training_docs, "test": lm_task.test_docs,
-            "validation": lm_task.validation_docs}.get(split, lambda: None)()
-    if docs is None:
-        raise HarnessError(f"task {task} has no {split} split; use --split train or test")
-    docs = list(docs)[:limit]
-    return [(f"{task}/{split}/{i}", lm_task.fewshot_context(doc, 0)) for i, doc in enumerate(docs)]
 
 
 @torch.inference_mode()

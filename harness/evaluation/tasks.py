@@ -167,3 +167,21 @@ def get_task(name: str | None, prompts_file: str | None = None) -> Task:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise HarnessError(f"unknown task {name!r}{hint} (available: {', '.join(TASKS)}, or --prompts FILE.jsonl)")
     return TASKS[name]()
+
+
+def prompts_for(task: str, split: str, data_dir: str | None, chat: bool, limit: int | None) -> list[tuple[str, str]]:
+    """(sample_id, prompt text) built by the same lm-eval task config as `harness run`, so that training
+    prompts look exactly like evaluation prompts (for gsm8k: the chat variant's zero-shot instruction)."""
+    from harness.evaluation.lm_eval_model import build_task_dict, load_task
+    from harness.engine.session import RunConfig
+
+    t = get_task(task)
+    cfg = RunConfig(method="ar", task=task, data_dir=data_dir, num_fewshot=0)
+    load_task(t, cfg)
+    (lm_task,) = build_task_dict(t, cfg, chat)["tasks"].values()
+    docs = {"train": lm_task.training_docs, "test": lm_task.test_docs,
+            "validation": lm_task.validation_docs}.get(split, lambda: None)()
+    if docs is None:
+        raise HarnessError(f"task {task} has no {split} split; use --split train or test")
+    docs = list(docs)[:limit]
+    return [(f"{task}/{split}/{i}", lm_task.fewshot_context(doc, 0)) for i, doc in enumerate(docs)]

@@ -1,0 +1,102 @@
+"""`harness tune`: each parallel method's size settings chosen for the machine at hand, from `harness profile`'s
+forward costs and the tokens per step each setting commits on pilot questions. Reproducible, not hand-picked.
+
+    harness tune --engine compiled --limit 5 --out results/tuning.json   # then: harness bench --tuned results/tuning.json
+A step of a method that runs one target forward of w tokens and commits tokens_per_step tokens is expected to run
+tokens_per_step / (t(w) / t(1)) times as fast as AR (AR: one token per one-token forward). For every candidate of the
+grid below, tokens/step is counted (untimed: greedy decoding is deterministic, so the count does not depend on the
+engine or the clock) on the first --limit GSM8K *train* questions, never on the test questions a sweep reports; t(w)/t(1)
+is measured on --engine after 200 cached tokens. The best candidate per method is written with the whole table.
+Only methods whose step is one target forward are tuned this way: a drafter's own forwards (layer-skip, draft models)
+are outside this cost model, so those keep their defaults.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from harness import HarnessError
+from harness.evaluation.tasks import prompts_for
+from harness.engine.generate import Stopper, generate
+from harness.engine.models import load_model
+from harness.engine.records import check_writable_dir, hardware, make_dir, write_json_atomic
+from harness.engine.session import build_decoder, encode, eos_ids
+from harness.orchestration.profile import measure
+from methods.specs import format_options
+
+log = logging.getLogger(__name__)
+CONTEXT = 200
+# (method, options) candidates: Jacobi's block, lookahead's window (with as many guesses) and n-gram size, the
+# n-gram drafter's draft length. Widths from 2 to ~17 tokens: the span `harness profile` measures.
+GRID: tuple[tuple[str, dict[str, str]], ...] = (
+    *(("jacobi", {"block_size": str(n)}) for n in (1, 3, 7, 15)),
+    *(("lookahead", {"window": str(w), "ngram": str(n), "guess_set": str(w)}) for w in (2, 4, 6) for n in (2, 3)),
+    *(("speculative", {"draft": "ngram", "k": str(k)}) for k in (1, 2, 3, 5, 7)),
+)
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    out: str = "results/tuning.json"
+    model: str = "smollm2-135m"
+    engine: str = "eager"
+    limit: int = 5
+    max_new_tokens: int = 128
+    data_dir: str | None = None
+    device: str = "auto"
+
+
+def tune(cfg: TuneConfig, echo=print) -> dict:
+    if cfg.limit < 1:
+        raise HarnessError(f"--limit must be at least 1 (got {cfg.limit})")
+    out = Path(cfg.out)
+    check_writable_dir(out.parent, "--out")
+    lm = load_model(cfg.model, cfg.device)
+    prompts = [torch.tensor([encode(lm, [{"role": "user", "content": text}], lm.chat)], device=lm.device)
+               for _, text in prompts_for("gsm8k", "train", cfg.data_dir, lm.chat, cfg.limit)]
+    stopper = Stopper(eos_ids(lm), (), lm.tokenizer)
+    rows = []
+    for name, options in tqdm(GRID, desc="tune", unit="setting"):
+        decoder, _ = build_decoder(name, options, lm.model)  # eager: counts only
+        tokens = steps = 0
+        for ids in prompts:
+            g = generate(decoder, ids, cfg.max_new_tokens, stopper)
+            tokens, steps = tokens + len(g.tokens), steps + len(g.step_tokens)
+        rows.append({"method": name, "options": format_options(options), "width": max(decoder.widths()),
+                     "tokens_per_step": tokens / steps})
+    echo(f"measuring forward costs on the {cfg.engine} engine")
+    costs = measure(lm.model, CONTEXT, widths=sorted({r["width"] for r in rows}), repeats=10, engines=(cfg.engine,))
+    cost = dict(zip(costs["width"].astype(int), costs["break_even_tokens_per_step"].astype(float)))
+    for r in rows:
+        r["cost_vs_width_1"] = round(cost[r["width"]], 3)
+        r["expected_speedup"] = round(r["tokens_per_step"] / cost[r["width"]], 3)
+        r["tokens_per_step"] = round(r["tokens_per_step"], 3)
+    best = {}
+    for r in rows:
+        if r["method"] not in best or r["expected_speedup"] > best[r["method"]]["expected_speedup"]:
+            best[r["method"]] = r
+    result = {"model": cfg.model, "engine": cfg.engine, "hardware": hardware(lm.device), "pilot": {
+        "task": "gsm8k", "split": "train", "limit": cfg.limit, "max_new_tokens": cfg.max_new_tokens},
+        "context": CONTEXT, "candidates": rows,
+        "tuned": [f"{m}:{r['options']}" for m, r in best.items()]}
+    make_dir(out.parent)
+    write_json_atomic(out, result)
+    for r in rows:
+        mark = " <- tuned" if best[r["method"]] is r else ""
+        echo(f"{r['method']:12s} {r['options']:38s} w={r['width']:2d} {r['tokens_per_step']:.2f} tok/step / "
+             f"{r['cost_vs_width_1']:.2f} = {r['expected_speedup']:.2f}x{mark}")
+    return result
+
+
+def tuned_specs(path: str) -> list[str]:
+    """The tuned `METHOD:options` specs of a tuning file (for bench --tuned)."""
+    try:
+        specs = json.loads(Path(path).read_text())["tuned"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise HarnessError(f"{path} is not a tuning file from `harness tune` ({e})") from None
+    return list(specs)
