@@ -38,6 +38,10 @@ class Drafter:
         """Compile the drafter's forwards ahead of the timed requests; seconds spent."""
         return 0.0
 
+    def reserve(self, positions: int) -> bool:
+        """Make room for a request of `positions` in the drafter's engine, if it has one; True when it grew."""
+        return False
+
     def propose(self, committed: Sequence[int], k: int, temperature: float):
         raise NotImplementedError
 
@@ -115,6 +119,9 @@ class ModelDrafter(Drafter):
 
     def warm_up(self, progress=None):
         return self.engine.warm_up((1, 2), progress=progress)  # a draft feeds 1 token, 2 after a correction
+
+    def reserve(self, positions):
+        return self.engine.reserve(positions)
 
     def _load(self, spec):
         if self.loader is None:

@@ -53,6 +53,9 @@ class Speculative(Decoder):
         k = self.options.k
         return (1, k + 1) if not self.options.adaptive else tuple(sorted({1, 2, 4, 8, 16, k + 1}))
 
+    def reserve(self, positions: int) -> bool:
+        return bool(super().reserve(positions) | self.drafter.reserve(positions))
+
     def warm_up(self, progress=None) -> float:
         return super().warm_up(progress) + self.drafter.warm_up(progress)
 

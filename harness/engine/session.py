@@ -284,7 +284,8 @@ class Session:
         gives every request what an uninterrupted one would."""
         decoders = self.decoders(temperature)
         widest = max((w for d, _ in decoders.values() for w in d.widths()), default=1)
-        if self.engine.reserve(p.input_ids.shape[1] + p.max_new_tokens + widest):  # a bigger static cache
+        room = p.input_ids.shape[1] + p.max_new_tokens + widest
+        if any([d.reserve(room) for d, _ in decoders.values()]):  # a bigger static cache (every engine: drafts too)
             self.warmed = set()
         if temperature not in self.warmed:  # untimed, unrecorded: compiling, first-call allocations, kernel choice
             t = time.perf_counter()
@@ -326,7 +327,7 @@ class Session:
         decoders = self.decoders(temperature)
         widest = max((w for d, _ in decoders.values() for w in d.widths()), default=1)
         room = max(p.input_ids.shape[1] for p in ps) + max(p.max_new_tokens for p in ps) + 2 * widest
-        if self.engine.reserve(room):  # a bigger static cache (per-row holes need slack: methods/batch.py)
+        if any([d.reserve(room) for d, _ in decoders.values()]):  # a bigger static cache (rows' holes need slack)
             self.warmed = set()
         warm = (temperature, len(ps))  # a last, smaller batch compiles its own graphs, untimed too
         if warm not in self.warmed:
