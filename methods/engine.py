@@ -301,6 +301,8 @@ class CompiledEngine(Engine):
         """Compile the graphs of batched forwards of `batch_size` rows, one per width; seconds spent."""
         t0 = time.perf_counter()
         self.batch_widths.setdefault(batch_size, set()).update(widths)
+        # every (batch size, width) is one more graph of the tree function: a sweep over 1, 2, 4, 8 needs more
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 128)
         z = lambda w: torch.zeros(batch_size, w, dtype=torch.long, device=self.device)  # noqa: E731
         at = lambda a, w: torch.arange(a, a + w, device=self.device).expand(batch_size, w)  # noqa: E731
         for W in sorted(set(widths)):
