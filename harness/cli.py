@@ -59,7 +59,7 @@ def main(verbose: bool):
 
 RUN_OPTIONS = ("method", "task", "prompts", "model", "device", "dtype", "device_map", "limit", "max_new_tokens", "seed",
                "options", "output_dir", "chat_template", "data_dir", "num_fewshot", "judge_url", "judge_model",
-               "engine")
+               "engine", "batch_size")
 ENGINE_HELP = ("eager: HF forwards with a dynamic cache; compiled: a static cache and one torch.compile graph per "
                "forward width (compiled once per machine, minutes; docs/engine.md).")
 
@@ -88,6 +88,8 @@ ENGINE_HELP = ("eager: HF forwards with a dynamic cache; compiled: a static cach
 @click.option("--judge-url", help="MT-bench: OpenAI-compatible endpoint (e.g. http://host:8000/v1) for 1-10 grading.")
 @click.option("--judge-model", help="MT-bench: the judge model's name at --judge-url (API key from OPENAI_API_KEY).")
 @click.option("--engine", type=click.Choice(["eager", "compiled"]), default="eager", show_default=True, help=ENGINE_HELP)
+@click.option("--batch-size", type=int, default=1, show_default=True,
+              help="Requests decoded together by the method and by AR, its baseline at the same batch size (docs/batching.md).")
 @click.option("--resume", metavar="RUN_ID", help="Continue an interrupted run in --output-dir, skipping finished requests.")
 @click.option("--require-sandbox", is_flag=True, help="Refuse to run model-written code without OS isolation (bubblewrap).")
 @click.pass_context
@@ -233,15 +235,20 @@ def report(run_dirs, out, n_boot, seed, plots):
 @click.option("--judge-url", help="MT-bench: OpenAI-compatible endpoint for grading.")
 @click.option("--judge-model", help="MT-bench: the judge model's name.")
 @click.option("--engine", type=click.Choice(["eager", "compiled"]), default="eager", show_default=True, help=ENGINE_HELP)
+@click.option("--batch-size", type=int, help="Requests decoded together by every method and AR (default 1).")
+@click.option("--batch-sizes", metavar="B,B,...",
+              help="Several batch sizes, e.g. 1,2,4,8: each its own runs against batched AR, plus a plot of speedup vs "
+              "batch size (docs/batching.md).")
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=2000, show_default=True)
 @click.option("--plots/--no-plots", default=True, show_default=True)
 @click.option("--require-sandbox", is_flag=True, help="Refuse to run model-written code without OS isolation (bubblewrap).")
 @click.option("--tuned", type=click.Path(dir_okay=False), help="Also run the tuned settings of this `harness tune` file.")
-def bench(tasks, methods, limits, n_boot, plots, tuned, **kwargs):
+def bench(tasks, methods, limits, n_boot, plots, batch_size, batch_sizes, tuned, **kwargs):
     """Run every method x task on one loaded model (resumable), then the report.
 
     Under `accelerate launch` or `torchrun` each process runs its share of every run (docs/scale-out.md)."""
-    from harness.orchestration.bench import BenchConfig, bench as bench_, parse_limits, parse_list, parse_methods
+    from harness.orchestration.bench import (BenchConfig, bench as bench_, parse_batch_sizes, parse_limits, parse_list,
+                                             parse_methods)
 
     task_names = parse_list(tasks)
     limit, per_task = parse_limits(limits, task_names)
@@ -249,8 +256,11 @@ def bench(tasks, methods, limits, n_boot, plots, tuned, **kwargs):
         from harness.orchestration.tune import tuned_specs
 
         methods = (*methods, *tuned_specs(tuned))
+    if batch_size is not None and batch_sizes is not None:
+        raise HarnessError("give --batch-size or --batch-sizes, not both")
+    sizes = parse_batch_sizes(batch_sizes if batch_size is None else str(batch_size))
     cfg = BenchConfig(tasks=task_names, methods=parse_methods(methods), limit=limit,
-                      limits=tuple(per_task.items()), **kwargs)
+                      limits=tuple(per_task.items()), batch_sizes=sizes, **kwargs)
     from harness.analysis.markdown import format_board
 
     try:

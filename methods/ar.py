@@ -1,6 +1,7 @@
 """Autoregressive decoding (greedy by default) with a KV cache: the baseline every speedup is measured against.
 
 Each step is one forward of one token (the first step is the prompt's prefill) and commits one token.
+`decode_batch` is batched AR, the baseline of a batched run: one token per row per forward.
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from collections.abc import Iterator
 import torch
 
 from methods.acceptance import sample
-from methods.base import Decoder, Step
+from methods.base import BatchStep, Decoder, Step
+from methods.batch import budgets, chain_layout, prefill
 
 
 @dataclass(frozen=True)
@@ -38,3 +40,26 @@ class AR(Decoder):
             tok = sample(logits[0, -1], self.options.temperature)
             yield Step(tokens=(tok,))
             x = torch.tensor([[tok]], device=input_ids.device)
+
+    @torch.inference_mode()
+    def decode_batch(self, prompts, max_new_tokens) -> Iterator[BatchStep]:
+        T, B = self.options.temperature, len(prompts)
+        budget = budgets(max_new_tokens, B)
+        # 1. Prefill: every prompt in one forward commits each row's first token.
+        bc, logits = prefill(self.engine, prompts)  # (B, V)
+        tok = [sample(logits[b], T) for b in range(B)]
+        yield BatchStep(tuple(Step(tokens=(t,)) for t in tok))
+        produced = [1] * B
+        while any(p < n for p, n in zip(produced, budget)):
+            # 2. One token per row; a row that has its budget feeds its last token again and keeps nothing.
+            active = [p < n for p, n in zip(produced, budget)]
+            ids, positions, allowed, _ = chain_layout([[t] for t in tok], bc.lengths())  # (B, 1)
+            logits = self.engine.batch_forward(bc, ids, positions, allowed)[:, -1]  # (B, V)
+            self.engine.batch_commit(bc, [int(a) for a in active])
+            steps = []
+            for b in range(B):
+                if active[b]:
+                    tok[b] = sample(logits[b], T)
+                    produced[b] += 1
+                steps.append(Step(tokens=(tok[b],)) if active[b] else None)
+            yield BatchStep(tuple(steps))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -30,6 +30,14 @@ class Step:
     accepted: int = 0  # of those, how many were accepted
     draft_forwards: int = 0  # forwards of a separate drafter spent on this step
     stationary: int = 0  # Jacobi: unverified guess tokens the forward left unchanged (CLLM's stationary tokens)
+
+
+@dataclass(frozen=True)
+class BatchStep:
+    """What one target-model forward over a batch committed, row by row: a Step, or None for a row that
+    committed nothing in this forward (it has reached its token budget)."""
+
+    rows: tuple[Step | None, ...]
 
 
 class OptionError(ValueError):
@@ -77,6 +85,11 @@ class Decoder:
         each, and pads a narrower forward to the next one). Empty: not known in advance."""
         return ()
 
+    def reserve(self, positions: int) -> bool:
+        """Make room for a request of `positions` in every engine this decoder runs on (a CLLM checkpoint's and a
+        draft model's are engines of their own); True when one had to grow (then warm up again)."""
+        return self.engine.reserve(positions)
+
     def warm_up(self, progress=None) -> float:
         """Compile every forward this decoder will run (an eager engine does nothing); seconds spent."""
         return self.engine.warm_up(self.widths(), progress=progress)
@@ -105,3 +118,18 @@ class Decoder:
     def decode(self, input_ids: torch.Tensor, max_new_tokens: int) -> Iterator[Step]:
         """input_ids: (1, T) on the model's device. Yields Steps until max_new_tokens are committed."""
         raise NotImplementedError
+
+    def decode_batch(self, prompts: Sequence[torch.Tensor], max_new_tokens: int | Sequence[int]) -> Iterator[BatchStep]:
+        """prompts: B tensors (1, T_i) on the model's device, decoded together; max_new_tokens: one budget for
+        every row or one per row. Yields one BatchStep per target forward until every row has its budget.
+        Greedy output of each row equals `decode`'s for that prompt (docs/batching.md)."""
+        raise NotImplementedError(f"method {type(self).__name__} has no batched decoding (decode_batch)")
+
+    @classmethod
+    def batched(cls) -> bool:
+        """Whether this method implements decode_batch."""
+        return cls.decode_batch is not Decoder.decode_batch
+
+    def warm_up_batch(self, batch_size: int, progress=None) -> float:
+        """Compile every batched forward of `batch_size` rows (an eager engine does nothing); seconds spent."""
+        return self.engine.warm_up_batch(batch_size, self.widths(), progress=progress)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from methods.acceptance import sample
+from methods.batch import chain_layout
 from methods.engine import Engine
 from methods.registry import Registry
 
@@ -37,8 +38,26 @@ class Drafter:
         """Compile the drafter's forwards ahead of the timed requests; seconds spent."""
         return 0.0
 
+    def reserve(self, positions: int) -> bool:
+        """Make room for a request of `positions` in the drafter's engine, if it has one; True when it grew."""
+        return False
+
     def propose(self, committed: Sequence[int], k: int, temperature: float):
         raise NotImplementedError
+
+    def reset_batch(self, batch_size: int) -> None:
+        """Called at the start of every batch of requests (decode_batch)."""
+
+    def warm_up_batch(self, batch_size: int, progress=None) -> float:
+        """Compile the drafter's batched forwards ahead of the timed batches; seconds spent."""
+        return 0.0
+
+    def propose_batch(self, committed: Sequence[Sequence[int] | None], ks: Sequence[int], temperature: float):
+        """propose() for every row of a batch (None: the row drafts nothing): a list of (tokens, q, forwards).
+        This default proposes row by row, which is right for a drafter without state between calls (n-gram
+        lookup); a drafter with a cache overrides it (ModelDrafter)."""
+        return [self.propose(c, k, temperature) if c is not None and k > 0 else ([], None, 0)
+                for c, k in zip(committed, ks)]
 
 
 DRAFTERS = Registry("drafter", {"ngram": "methods.drafters:NgramDrafter",
@@ -92,6 +111,7 @@ class ModelDrafter(Drafter):
             raise ValueError(f"draft model {arg!r} has a vocabulary of {vd} tokens, the target {vt}: "
                              "a draft model must share the target's tokenizer")
         self.cache, self.cached = None, []  # the drafter's KV cache and the tokens it holds
+        self.batch_cache, self.batch_cached = None, []  # the same for a batch: methods.batch.BatchCache, per row
         self.engine = Engine(self.model)
 
     def use_engine(self, engine):
@@ -99,6 +119,9 @@ class ModelDrafter(Drafter):
 
     def warm_up(self, progress=None):
         return self.engine.warm_up((1, 2), progress=progress)  # a draft feeds 1 token, 2 after a correction
+
+    def reserve(self, positions):
+        return self.engine.reserve(positions)
 
     def _load(self, spec):
         if self.loader is None:
@@ -119,6 +142,60 @@ class ModelDrafter(Drafter):
         self.engine.rollback(self.cache, len(self.cached) - same)
         self.cached = list(committed[:same])
         return list(committed[same:])
+
+    def reset_batch(self, batch_size):
+        self.batch_cache, self.batch_cached = None, [[] for _ in range(batch_size)]
+
+    def warm_up_batch(self, batch_size, progress=None):
+        return self.engine.warm_up_batch(batch_size, (1, 2), progress=progress)
+
+    @torch.inference_mode()
+    def propose_batch(self, committed, ks, temperature):
+        """Every row's draft in max(ks) forwards of the draft model over the whole batch, with a batch cache of
+        its own: each row's cache rolls back to its longest prefix shared with the committed text (per-row
+        position bookkeeping), then feeds what it lacks, left-padded so that the last column is every row's
+        newest token."""
+        B, device = len(committed), next(self.model.parameters()).device
+        live = [c is not None and k > 0 for c, k in zip(committed, ks)]
+        out = [([], [], k if live[b] else 0) for b, k in enumerate(ks)]
+        if not any(live):
+            return [(t, None, f) for t, _, f in out]
+        if self.batch_cache is None:
+            self.batch_cache = self.engine.new_batch(B)
+        # 1. Per row: drop cached tokens past the prefix shared with the committed text; feed the rest.
+        feeds, lengths = [], []
+        for b in range(B):
+            cached, c = self.batch_cached[b], committed[b]
+            same = 0
+            if live[b]:
+                for x, y in zip(cached, c):
+                    if x != y:
+                        break
+                    same += 1
+                same = min(same, len(c) - 1)  # always feed at least the last token
+                self.batch_cached[b] = list(c[:same])
+                feeds.append(list(c[same:]))
+            else:
+                same = len(cached)
+                feeds.append(None)
+            lengths.append(same)
+        self.engine.batch_rollback(self.batch_cache, lengths)
+        # 2. Draft: one forward of the batch per draft token; rows already done feed a token they do not keep.
+        for i in range(max(ks)):
+            going = [live[b] and i < ks[b] for b in range(B)]
+            rows = [feeds[b] if going[b] else [0] for b in range(B)]
+            ids, positions, allowed, real = chain_layout(rows, self.batch_cache.lengths(), left=True)
+            logits = self.engine.batch_forward(self.batch_cache, ids, positions, allowed, keep=1)[:, -1]  # (B, V)
+            self.engine.batch_commit(self.batch_cache, real & torch.tensor(going, device=device)[:, None])
+            for b in range(B):
+                if going[b]:
+                    self.batch_cached[b] += feeds[b]
+                    tok = sample(logits[b], temperature)
+                    if temperature > 0:
+                        out[b][1].append(torch.softmax(logits[b].float() / temperature, -1))
+                    out[b][0].append(tok)
+                    feeds[b] = [tok]
+        return [(t, torch.stack(p) if p else None, f) for t, p, f in out]
 
     @torch.inference_mode()
     def propose(self, committed, k, temperature):

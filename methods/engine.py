@@ -20,9 +20,10 @@ import time
 
 import torch
 import torch._inductor.config  # noqa: F401  (inductor's config, patched while a graph compiles)
-from transformers.cache_utils import Cache, StaticLayer
+from transformers.cache_utils import Cache, DynamicLayer, StaticLayer
 
-from methods import kv
+from methods import batch, kv
+from methods.batch import BatchCache
 
 log = logging.getLogger(__name__)
 ENGINES = ("eager", "compiled")
@@ -70,6 +71,43 @@ class Engine:
     def describe(self) -> dict:
         return {"engine": self.name}
 
+    # Batched decoding (methods/batch.py, docs/batching.md): B rows in one cache, each with its own length.
+
+    def new_batch(self, batch_size: int) -> BatchCache:
+        """An empty batch cache: a growing full-length layer for every layer (sliding windows come from the mask)."""
+        n = self.model.config.get_text_config().num_hidden_layers
+        device = next(self.model.parameters()).device
+        return BatchCache(Cache(layers=[DynamicLayer() for _ in range(n)]), batch_size, device)
+
+    def batch_forward(self, bc: BatchCache, input_ids, positions, allowed=None, keep=None) -> torch.Tensor:
+        """input_ids and positions (B, w) after bc's slots; allowed (B, w, w): which new tokens each new token sees
+        (causal when None). Returns the last `keep` logits of every row, all w when None: (B, keep, V). The w new
+        slots are pending until `batch_commit`."""
+        w = input_ids.shape[1]
+        if batch.needs_compaction(bc, w):
+            batch.compact(bc, static=False)
+        mask = batch.attention_mask(self.model, bc, positions, allowed, bc.L + w)
+        logits = self.model(input_ids=input_ids, **kv.cache_kwargs(self.model, bc.cache), attention_mask=mask,
+                            position_ids=positions, logits_to_keep=keep or 0).logits
+        bc.pending = positions
+        return logits
+
+    def batch_commit(self, bc: BatchCache, kept) -> None:
+        """Keep the new slots `kept` ((B, w) bool, or the first kept[b] of each row); the rest are never context."""
+        trim = batch.commit(bc, kept)
+        if trim:
+            bc.cache.crop(-trim)
+
+    def batch_rollback(self, bc: BatchCache, lengths) -> None:
+        """Row b keeps its first lengths[b] committed tokens (a per-row rollback: position bookkeeping)."""
+        trim = batch.truncate(bc, lengths)
+        if trim:
+            bc.cache.crop(-trim)
+
+    def warm_up_batch(self, batch_size: int, widths=(), progress=None) -> float:
+        """Compile the batched forwards of `batch_size` rows (nothing to do eagerly); seconds spent."""
+        return 0.0
+
 
 class CompiledEngine(Engine):
     """Static KV cache + one compiled graph per forward width. See the module docstring."""
@@ -87,6 +125,8 @@ class CompiledEngine(Engine):
         self.late_compiles = 0  # widths first met inside a request (compiled there: its timing is spoiled)
         # Every width (plain and tree) is one more graph of the same function: allow them all.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        self._batch_caches: dict[int, Cache] = {}  # batch size -> its static cache (batched decoding)
+        self.batch_widths: dict[int, set] = {}  # batch size -> widths with a graph (the tree graph at that size)
 
     def like(self, model):
         return type(self)(model, self.max_len, self.autotune)
@@ -201,7 +241,81 @@ class CompiledEngine(Engine):
     def describe(self) -> dict:
         return {"engine": self.name, "max_len": self.max_len, "autotune": self.autotune,
                 "widths": sorted(self.widths[False]), "tree_widths": sorted(self.widths[True]),
-                "compile_s": round(self.compile_s, 1), "late_compiles": self.late_compiles}
+                "compile_s": round(self.compile_s, 1), "late_compiles": self.late_compiles,
+                **({"batch_widths": {str(b): sorted(w) for b, w in sorted(self.batch_widths.items())}}
+                   if self.batch_widths else {})}
+
+    # Batched decoding: one static cache per batch size, forwards through the tree graph (explicit mask and
+    # positions), one graph per (batch size, width); the prefill runs eager. See methods/batch.py.
+
+    def new_batch(self, batch_size: int) -> BatchCache:
+        cache = self._batch_caches.get(batch_size)
+        if cache is None or cache.layers[0].max_cache_len != self.max_len:  # first use, or the cache grew (reserve)
+            n = self.model.config.get_text_config().num_hidden_layers
+            cache = self._batch_caches[batch_size] = Cache(layers=[StaticLayer(max_cache_len=self.max_len)
+                                                                   for _ in range(n)])
+        for layer in cache.layers:
+            layer.cumulative_length.zero_()
+        return BatchCache(cache, batch_size, self.device, capacity=self.max_len)
+
+    def _batch_width(self, batch_size: int, w: int) -> int:
+        known = self.batch_widths.setdefault(batch_size, set())
+        W = min((b for b in known if b >= w), default=None)
+        if W is None:
+            log.warning("compiled engine: a batched forward of %d x %d tokens has no graph yet; compiling one now",
+                        batch_size, w)
+            self.late_compiles += 1
+            known.add(w)
+            W = w
+        return W
+
+    def batch_forward(self, bc, input_ids, positions, allowed=None, keep=None):
+        B, w = input_ids.shape
+        if bc.L == 0:  # the prefill: eager, as for one row
+            self._room(0, w)
+            mask = batch.attention_mask(self.model, bc, positions, allowed, self.max_len)
+            logits = self.model(input_ids=input_ids, **kv.cache_kwargs(self.model, bc.cache), attention_mask=mask,
+                                position_ids=positions, logits_to_keep=keep or 0).logits
+            bc.pending = positions
+            return logits
+        W = self._batch_width(B, w)
+        if batch.needs_compaction(bc, W):
+            batch.compact(bc, static=True)
+        self._room(bc.L, W)
+        # Pad every row to the graph's width W: the padding sees itself and the context, and is rolled back.
+        extra = torch.arange(1, W - w + 1, device=positions.device)[None]
+        ids = torch.cat([input_ids, input_ids[:, -1:].expand(B, W - w)], dim=1)  # (B, W)
+        pos = torch.cat([positions, positions[:, -1:] + extra], dim=1)  # (B, W)
+        ok = torch.eye(W, dtype=torch.bool, device=ids.device).repeat(B, 1, 1)  # (B, W, W)
+        ok[:, :w, :w] = torch.tril(torch.ones(w, w, dtype=torch.bool, device=ids.device)) if allowed is None else allowed
+        mask = batch.attention_mask(self.model, bc, pos, ok, self.max_len)
+        logits = self._graph(True)(input_ids=ids, **kv.cache_kwargs(self.model, bc.cache), attention_mask=mask,
+                                   position_ids=pos, logits_to_keep=0).logits  # (B, W, V)
+        if W > w:
+            bc.cache.crop(w - W)
+        bc.pending = positions
+        return logits[:, w - keep: w] if keep else logits[:, :w]
+
+    @torch.inference_mode()
+    def warm_up_batch(self, batch_size: int, widths=(), progress=None) -> float:
+        """Compile the graphs of batched forwards of `batch_size` rows, one per width; seconds spent."""
+        t0 = time.perf_counter()
+        self.batch_widths.setdefault(batch_size, set()).update(widths)
+        # every (batch size, width) is one more graph of the tree function: a sweep over 1, 2, 4, 8 needs more
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 128)
+        z = lambda w: torch.zeros(batch_size, w, dtype=torch.long, device=self.device)  # noqa: E731
+        at = lambda a, w: torch.arange(a, a + w, device=self.device).expand(batch_size, w)  # noqa: E731
+        for W in sorted(set(widths)):
+            t = time.perf_counter()
+            for _ in range(2):  # the second call runs the graph the first one built
+                bc = self.new_batch(batch_size)
+                self.batch_forward(bc, z(8), at(0, 8), keep=1)  # eager prefill
+                self.batch_commit(bc, [8] * batch_size)
+                self.batch_forward(bc, z(W), at(8, W), keep=1)
+            if progress:
+                progress(f"batch {batch_size} x width {W}: {time.perf_counter() - t:.1f} s")
+        self.compile_s += time.perf_counter() - t0
+        return time.perf_counter() - t0
 
 
 def pad_right(input_ids: torch.Tensor, width: int) -> torch.Tensor:

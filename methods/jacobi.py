@@ -3,6 +3,7 @@
 Each forward takes the last committed token plus the current n-token guess, commits the longest guess
 prefix that the model's own greedy predictions verify (plus one bonus token), rolls the cache back to
 the committed length and keeps the unverified predictions as the next guess. Greedy output equals AR's.
+`decode_batch` runs B requests' blocks in one forward, each row accepting its own prefix (docs/batching.md).
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from collections.abc import Iterator
 import torch
 
 from methods.acceptance import greedy_accept
-from methods.base import Decoder, Step
+from methods.base import BatchStep, Decoder, Step
+from methods.batch import budgets, chain_layout, prefill
 
 INITS = ("prompt", "repeat")
 
@@ -72,3 +74,40 @@ class Jacobi(Decoder):
             # 5. Jacobi update: the unverified predictions become the next guess, topped up to n.
             tail = preds[k + 1 :]
             guess = torch.cat([tail, fill(n - tail.shape[0], last)])
+
+    @torch.inference_mode()
+    def decode_batch(self, prompts, max_new_tokens) -> Iterator[BatchStep]:
+        n, B = self.options.block_size, len(prompts)
+        budget = budgets(max_new_tokens, B)
+        fills = [guess_filler(self.options.init, p[0].tolist(), self.options.seed) for p in prompts]
+        # 1. Prefill: every prompt in one forward commits each row's first token, exactly as in AR.
+        bc, logits = prefill(self.engine, prompts)
+        last = logits.argmax(-1).tolist()  # (B,)
+        yield BatchStep(tuple(Step(tokens=(t,)) for t in last))
+        produced = [1] * B
+        guess = [fills[b](n, last[b]) for b in range(B)]
+        while any(p < m for p, m in zip(produced, budget)):
+            # 2. Each row guesses no further than its budget; a row that has its budget feeds its last token only.
+            g = [min(n, budget[b] - produced[b] - 1) if produced[b] < budget[b] else 0 for b in range(B)]
+            blocks = [[last[b]] + guess[b][: g[b]] for b in range(B)]
+            ids, positions, allowed, _ = chain_layout(blocks, bc.lengths())  # (B, w), right-padded
+            preds = self.engine.batch_forward(bc, ids, positions, allowed).argmax(-1).tolist()  # (B, w)
+            steps, keep = [], []
+            for b in range(B):
+                if produced[b] >= budget[b]:
+                    steps.append(None)
+                    keep.append(0)
+                    continue
+                # 3. Verify row b's guess; its slots [last, guess[:k]] become context.
+                p, gb = preds[b][: g[b] + 1], guess[b][: g[b]]
+                k = greedy_accept(gb, p)
+                stationary = sum(x == y for x, y in zip(p[k + 1: g[b]], gb[k + 1:]))
+                steps.append(Step(tokens=tuple(p[: k + 1]), drafted=g[b], accepted=k, stationary=stationary))
+                keep.append(k + 1)
+                produced[b] += k + 1
+                last[b] = p[k]
+                # 4. Jacobi update, as in decode.
+                tail = p[k + 1:]
+                guess[b] = tail + fills[b](n - len(tail), last[b])
+            self.engine.batch_commit(bc, keep)
+            yield BatchStep(tuple(steps))

@@ -74,15 +74,17 @@ def tree_forward(model: torch.nn.Module, input_ids: torch.Tensor, cache: Dynamic
 
 def model_mask(model: torch.nn.Module, ok: torch.Tensor) -> torch.Tensor:
     """A (q, k) bool matrix (True: query i may attend to key j) as the (1, 1, q, k) mask transformers uses
-    as-is: bool for sdpa, additive (0 / dtype min) for eager attention. The one 4D-mask builder of the
-    lookahead tree, CLLM trajectory collection and CLLM training."""
+    as-is: bool for sdpa, additive (0 / dtype min) for eager attention; a (B, q, k) one (a batch, one matrix
+    per row) gives (B, 1, q, k). The one 4D-mask builder of the lookahead tree, batched decoding
+    (methods/batch.py), CLLM trajectory collection and CLLM training."""
     impl = getattr(model.config.get_text_config(), "_attn_implementation", None) or "eager"
     if impl not in ("sdpa", "eager"):
         raise CacheRollbackError(f"a custom attention mask needs attn_implementation sdpa or eager, not {impl}")
+    ok = ok[None, None] if ok.dim() == 2 else ok[:, None]
     if impl == "sdpa":
-        return ok[None, None]
+        return ok
     dtype = next(model.parameters()).dtype
-    return torch.zeros(ok.shape, dtype=dtype, device=ok.device).masked_fill(~ok, torch.finfo(dtype).min)[None, None]
+    return torch.zeros(ok.shape, dtype=dtype, device=ok.device).masked_fill(~ok, torch.finfo(dtype).min)
 
 
 def tree_attention_mask(model, cache: DynamicCache, allowed: torch.Tensor, positions: torch.Tensor):

@@ -5,6 +5,7 @@ Each step is ONE forward over: the pending committed tokens, the lookahead branc
 key is the last committed token), with a 4D mask so that the branches do not see each other. N-grams
 read off the trajectory's diagonals feed the pool; level 0 (a causal chain from the last token) is
 verified too, so with N=2 and G=0 this is exactly Jacobi decoding with a block of W−1.
+`decode_batch` runs one tree per request in one forward (rows padded to the widest tree; docs/batching.md).
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import functools
 import torch
 
 from methods.acceptance import greedy_accept
-from methods.base import Decoder, Step
+from methods.base import BatchStep, Decoder, Step
+from methods.batch import budgets, prefill
 from methods.jacobi import INITS, guess_filler
 
 
@@ -100,6 +102,47 @@ class Lookahead(Decoder):
     def warm_up(self, progress=None) -> float:
         return self.engine.warm_up(self.widths(), tree=True, progress=progress)
 
+    def _tree(self, levels: list[list[int]], pending: list[int], pool: NgramPool, device):
+        """One forward's input: (tokens [pending | lookahead branch | verification branch], allowed (q, q),
+        offsets (q,), the candidate n-grams)."""
+        last = levels[0][0] = pending[-1]
+        cands = pool.get(last)[: self.options.guess_set]
+        allowed, offsets = self._layout(len(pending), tuple(map(len, cands)), device)
+        tokens = pending + levels[0][1:] + [t for lv in levels[1:] for t in lv] + [t for c in cands for t in c]
+        return tokens, allowed, offsets, cands
+
+    def _advance(self, out: list[int], levels, pending, cands, room: int, pool: NgramPool, fill):
+        """Steps 3-6 of a forward for one request: out[k] predicts the token after input P-1+k; room: tokens left
+        in the budget. Returns (step, kept: the new slots that stay cached, the next pending tokens and levels)."""
+        W, L = self.options.window, self.options.ngram - 1
+        P = len(pending)
+        # 3. Verify the level-0 chain and every candidate; keep the longest accepted prefix.
+        best_preds = out[:W]
+        best_k, best_is_chain = greedy_accept(levels[0][1:], best_preds), True
+        a = W + (L - 1) * W
+        for cand in cands:
+            preds = [out[0]] + out[a : a + len(cand)]
+            k = greedy_accept(cand, preds)
+            if k > best_k:
+                best_k, best_preds, best_is_chain = k, preds, False
+            a += len(cand)
+        committed = best_preds[: min(best_k + 1, room)]
+        # 4. Collect n-grams along the trajectory's diagonals: levels 0..L-1 at column f, then the new output.
+        new_level = out[:W] if L == 1 else out[W + (L - 2) * W : W + (L - 1) * W]
+        if self.options.guess_set:
+            for f in range(W):
+                pool.add(levels[0][f], tuple(levels[j][f] for j in range(1, L)) + (new_level[f],))
+        # 5. Keep the KV of the pending tokens (and of an accepted level-0 chain); drop the rest.
+        kept = P + (len(committed) - 1 if best_is_chain else 0)
+        pending = committed[-1:] if best_is_chain else committed
+        step = Step(tokens=tuple(committed), drafted=W - 1 + sum(map(len, cands)), accepted=len(committed) - 1)
+        # 6. Advance the window one Jacobi iteration, then re-align it to the new last token.
+        levels = levels[1:] + [list(new_level)]
+        shift = len(committed) - 1
+        if shift:
+            levels = [(lv[shift:] + fill(min(shift, W), committed[-1]))[:W] for lv in levels]
+        return step, kept, pending, levels
+
     @torch.inference_mode()
     def decode(self, input_ids: torch.Tensor, max_new_tokens: int) -> Iterator[Step]:
         o = self.options
@@ -113,40 +156,64 @@ class Lookahead(Decoder):
         pending, produced = [last], 1  # committed tokens whose KV is not cached yet (the last one included)
         levels = [[last] + fill(W - 1, last)] + [fill(W, last) for _ in range(L - 1)]  # L levels of W tokens
         while produced < max_new_tokens:
-            last = levels[0][0] = pending[-1]
-            cands = pool.get(last)[: o.guess_set]
             # 2. One forward over pending | lookahead branch | verification branch.
-            P = len(pending)
-            allowed, offsets = self._layout(P, tuple(map(len, cands)), device)
-            tokens = pending + levels[0][1:] + [t for lv in levels[1:] for t in lv] + [t for c in cands for t in c]
-            start = self.engine.length(cache)
+            tokens, allowed, offsets, cands = self._tree(levels, pending, pool, device)
+            P, start = len(pending), self.engine.length(cache)
             x = torch.tensor([tokens], device=device)  # (1, q)
             logits = self.engine.tree_forward(x, cache, allowed, offsets + start + P - 1, keep=len(tokens) - P + 1)
             out = logits[0].argmax(-1).tolist()  # out[k] predicts the token after input P-1+k
-            # 3. Verify the level-0 chain and every candidate; keep the longest accepted prefix.
-            best_preds = out[:W]
-            best_k, best_is_chain = greedy_accept(levels[0][1:], best_preds), True
-            a = W + (L - 1) * W
-            for cand in cands:
-                preds = [out[0]] + out[a : a + len(cand)]
-                k = greedy_accept(cand, preds)
-                if k > best_k:
-                    best_k, best_preds, best_is_chain = k, preds, False
-                a += len(cand)
-            committed = best_preds[: min(best_k + 1, max_new_tokens - produced)]
-            # 4. Collect n-grams along the trajectory's diagonals: levels 0..L-1 at column f, then the new output.
-            new_level = out[:W] if L == 1 else out[W + (L - 2) * W : W + (L - 1) * W]
-            if o.guess_set:
-                for f in range(W):
-                    pool.add(levels[0][f], tuple(levels[j][f] for j in range(1, L)) + (new_level[f],))
-            # 5. Keep the KV of the pending tokens (and of an accepted level-0 chain); drop the rest.
-            kept = P + (len(committed) - 1 if best_is_chain else 0)
+            # 3.-6. Verify, collect n-grams, roll back what is not kept, move the window.
+            step, kept, pending, levels = self._advance(out, levels, pending, cands, max_new_tokens - produced, pool, fill)
             self.engine.rollback(cache, len(tokens) - kept)
-            pending = committed[-1:] if best_is_chain else committed
-            produced += len(committed)
-            yield Step(tokens=tuple(committed), drafted=W - 1 + sum(map(len, cands)), accepted=len(committed) - 1)
-            # 6. Advance the window one Jacobi iteration, then re-align it to the new last token.
-            levels = levels[1:] + [list(new_level)]
-            shift = len(committed) - 1
-            if shift:
-                levels = [(lv[shift:] + fill(min(shift, W), committed[-1]))[:W] for lv in levels]
+            produced += len(step.tokens)
+            yield step
+
+    @torch.inference_mode()
+    def decode_batch(self, prompts, max_new_tokens) -> Iterator[BatchStep]:
+        o, B = self.options, len(prompts)
+        W, L, device = o.window, o.ngram - 1, prompts[0].device
+        budget = budgets(max_new_tokens, B)
+        fills = [guess_filler(o.init, p[0].tolist(), o.seed) for p in prompts]
+        pools = [self._pool if o.pool else NgramPool(o.guess_set) for _ in prompts]
+        # 1. Prefill: every prompt in one forward commits each row's first token.
+        bc, logits = prefill(self.engine, prompts)
+        first = logits.argmax(-1).tolist()
+        yield BatchStep(tuple(Step(tokens=(t,)) for t in first))
+        pending, produced = [[t] for t in first], [1] * B
+        levels = [[[t] + fills[b](W - 1, t)] + [fills[b](W, t) for _ in range(L - 1)] for b, t in enumerate(first)]
+        while any(p < m for p, m in zip(produced, budget)):
+            # 2. Every active row's tree, padded to the widest (a padding token sees itself and the context);
+            #    a row that has its budget feeds its last token and keeps nothing.
+            trees = [self._tree(levels[b], pending[b], pools[b], device) if produced[b] < budget[b] else None
+                     for b in range(B)]
+            q = max(len(t[0]) for t in trees if t)
+            starts = bc.lengths().tolist()
+            ids = torch.zeros(B, q, dtype=torch.long)
+            positions = torch.zeros(B, q, dtype=torch.long)
+            allowed = torch.eye(q, dtype=torch.bool).repeat(B, 1, 1)  # (B, q, q)
+            for b, t in enumerate(trees):
+                tokens, a, offsets, _ = t if t else ([pending[b][-1]], None, torch.zeros(1, dtype=torch.long), None)
+                n, P = len(tokens), len(pending[b])
+                ids[b, :n], ids[b, n:] = torch.tensor(tokens), tokens[-1]
+                positions[b, :n] = offsets.cpu() + starts[b] + P - 1
+                positions[b, n:] = positions[b, n - 1] + 1 + torch.arange(q - n)
+                if a is not None:
+                    allowed[b, :n, :n] = a.cpu()
+            logits = self.engine.batch_forward(bc, ids.to(device), positions.to(device), allowed.to(device))
+            out_all = logits.argmax(-1).tolist()  # (B, q)
+            # 3.-6. Each row verifies, collects n-grams and moves its window as in decode.
+            steps, kept = [], []
+            for b, t in enumerate(trees):
+                if t is None:
+                    steps.append(None)
+                    kept.append(0)
+                    continue
+                tokens, _, _, cands = t
+                out = out_all[b][len(pending[b]) - 1: len(tokens)]
+                step, k, pending[b], levels[b] = self._advance(out, levels[b], pending[b], cands,
+                                                               budget[b] - produced[b], pools[b], fills[b])
+                produced[b] += len(step.tokens)
+                steps.append(step)
+                kept.append(k)
+            self.engine.batch_commit(bc, kept)
+            yield BatchStep(tuple(steps))

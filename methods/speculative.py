@@ -4,6 +4,8 @@ target verifies them in one forward and commits the accepted prefix plus one tok
     harness run --method speculative -O draft=ngram -O k=4
     harness run --method speculative -O draft=layerskip:12 -O adaptive=true
 Greedy verification is lossless; with temperature > 0 rejection sampling keeps the target's distribution.
+`decode_batch` drafts for every row (a model drafter in one batched forward per draft token) and verifies
+all rows in one forward, each accepting its own prefix (docs/batching.md).
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from collections.abc import Iterator
 import torch
 
 from methods.acceptance import greedy_accept, rejection_accept, sample
-from methods.base import Decoder, Step
+from methods.base import BatchStep, Decoder, Step
+from methods.batch import budgets, chain_layout, prefill
 from methods.drafters import make_drafter
 
 
@@ -50,8 +53,14 @@ class Speculative(Decoder):
         k = self.options.k
         return (1, k + 1) if not self.options.adaptive else tuple(sorted({1, 2, 4, 8, 16, k + 1}))
 
+    def reserve(self, positions: int) -> bool:
+        return bool(super().reserve(positions) | self.drafter.reserve(positions))
+
     def warm_up(self, progress=None) -> float:
         return super().warm_up(progress) + self.drafter.warm_up(progress)
+
+    def warm_up_batch(self, batch_size, progress=None) -> float:
+        return super().warm_up_batch(batch_size, progress) + self.drafter.warm_up_batch(batch_size, progress)
 
     @torch.inference_mode()
     def decode(self, input_ids: torch.Tensor, max_new_tokens: int) -> Iterator[Step]:
@@ -83,3 +92,48 @@ class Speculative(Decoder):
             yield Step(tokens=tuple(new), drafted=d, accepted=a, draft_forwards=draft_forwards)
             if o.adaptive and d:
                 k = min(k + 2, max(MAX_K, o.k)) if a == d else max(1, k - 1)
+
+    @torch.inference_mode()
+    def decode_batch(self, prompts, max_new_tokens) -> Iterator[BatchStep]:
+        o, T, B = self.options, self.options.temperature, len(prompts)
+        budget = budgets(max_new_tokens, B)
+        self.drafter.reset_batch(B)
+        # 1. Prefill: every prompt in one forward commits each row's first token.
+        bc, logits = prefill(self.engine, prompts)
+        last = [sample(logits[b], T) for b in range(B)]
+        yield BatchStep(tuple(Step(tokens=(t,)) for t in last))
+        committed = [p[0].tolist() + [t] for p, t in zip(prompts, last)]
+        produced, k = [1] * B, [o.k] * B
+        while any(p < m for p, m in zip(produced, budget)):
+            active = [p < m for p, m in zip(produced, budget)]
+            # 2. Draft for every active row (never past its budget).
+            ks = [min(k[b], budget[b] - produced[b] - 1) if active[b] else 0 for b in range(B)]
+            drafts = self.drafter.propose_batch([c if a else None for c, a in zip(committed, active)], ks, T)
+            # 3. Verify: one target forward over [last, draft] of every row (right-padded to the longest).
+            ids, positions, allowed, _ = chain_layout([[last[b]] + drafts[b][0] for b in range(B)], bc.lengths())
+            logits = self.engine.batch_forward(bc, ids, positions, allowed)  # (B, w, V)
+            steps, keep = [], []
+            for b in range(B):
+                if not active[b]:
+                    steps.append(None)
+                    keep.append(0)
+                    continue
+                draft, q, draft_forwards = drafts[b]
+                d = len(draft)
+                if T > 0:
+                    a, token = rejection_accept(draft, q, logits[b, : d + 1], T)
+                    new = draft[:a] + [token]
+                else:
+                    preds = logits[b, : d + 1].argmax(-1).tolist()
+                    a = greedy_accept(draft, preds)
+                    new = preds[: a + 1]
+                # 4. Row b's slots [last, draft[:a]] become context.
+                keep.append(a + 1)
+                committed[b] += new
+                produced[b] += len(new)
+                last[b] = new[-1]
+                steps.append(Step(tokens=tuple(new), drafted=d, accepted=a, draft_forwards=draft_forwards))
+                if o.adaptive and d:
+                    k[b] = min(k[b] + 2, max(MAX_K, o.k)) if a == d else max(1, k[b] - 1)
+            self.engine.batch_commit(bc, keep)
+            yield BatchStep(tuple(steps))

@@ -15,7 +15,7 @@ from harness import HarnessError
 from harness.cli import main
 from harness.cllm.train import TrainConfig, cllm_losses, group_samples, pack, save, train
 from harness.cllm.trajectories import CollectConfig, collect, read_trajectories
-from harness.engine.generate import Stopper, generate
+from harness.engine.generate import Stopper, generate, generate_batch
 from harness.engine.models import load_model, model_loader
 from harness.engine.records import content_hash
 from harness.engine.session import build_decoder, encode, eos_ids
@@ -252,12 +252,17 @@ def test_cllm_decoder_is_jacobi_on_the_checkpoint_and_reports_its_counts(tiny, t
     decoder = CLLM(tiny.model, CLLMOptions(checkpoint=str(out), block_size=6), loader=model_loader())
     ckpt = load_model(str(out))
     ar, _ = build_decoder("ar", {}, ckpt.model)
+    prompts, refs = [], []
     for text in ("Question: what is 2+2?", "def add(a, b):"):
         ids = torch.tensor([encode(tiny, [{"role": "user", "content": text}], False)])
         g = generate(decoder, ids, 40, Stopper(frozenset()))
         assert g.tokens == generate(ar, ids, 40, Stopper(frozenset())).tokens  # greedy Jacobi == AR on the checkpoint
         assert sum(g.step_tokens) == 40 and len(g.step_stationary) == len(g.step_tokens)
         assert all(0 <= s <= 6 for s in g.step_stationary)
+        prompts.append(ids)
+        refs.append(g.tokens)
+    gens, _ = generate_batch(decoder, prompts, [40, 40], [Stopper(frozenset())] * 2)  # batched: the same outputs
+    assert [g.tokens for g in gens] == refs
 
 
 def bad_file(path, lines):

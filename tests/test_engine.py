@@ -82,6 +82,12 @@ def test_the_cache_grows_when_a_request_needs_more_room(loopy):
     assert generate(d, ids, 20, NO_STOP).tokens == ref
 
 
+def test_a_decoder_reserves_room_in_its_draft_models_engine_too(loopy):
+    model, _ = loopy
+    d = build("speculative", {"draft": "layerskip:1"}, model, CompiledEngine(model, max_len=16, autotune=False))
+    assert d.reserve(300) and d.engine.max_len >= 300 and d.drafter.engine.max_len >= 300 and not d.reserve(100)
+
+
 def test_a_request_longer_than_the_cache_is_a_clear_error(loopy):
     model, tok = loopy
     d = build("ar", {}, model, CompiledEngine(model, max_len=8, autotune=False))

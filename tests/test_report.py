@@ -143,10 +143,11 @@ def test_settings_of_old_run_files_use_what_they_record():
     old = {"config": {"dtype": "auto", "max_new_tokens": None, "chat_template": True}, "hardware": {"device": "cpu"},
            "model": {"name": "m", "dtype": "float32", "chat_template": True}}
     assert settings(old) == {"dtype": "float32", "max_new_tokens": "default", "num_fewshot": "default",
-                             "chat_template": "true", "device": "cpu", "engine": "eager"}  # before --engine: eager
+                             "chat_template": "true", "device": "cpu", "engine": "eager",  # before --engine: eager
+                             "batch_size": "1"}  # before --batch-size: one request at a time
     assert settings({"config": {"dtype": "bf16", "chat_template": False, "engine": "compiled"}, "model": {}}) == {
         "dtype": "bf16", "max_new_tokens": "default", "num_fewshot": "default", "chat_template": "false",
-        "device": "unknown", "engine": "compiled"}
+        "device": "unknown", "engine": "compiled", "batch_size": "1"}
 
 
 def test_provenance_flags_dirty_rows_and_pooled_runs_with_other_library_versions():

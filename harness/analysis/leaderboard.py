@@ -3,7 +3,7 @@
     runs = load_runs(["results/runs"])        # every run folder found, as tidy tables
     board = leaderboard(runs)                 # one row per experiment (KEY: model, task, hardware, method,
                                               # options, dtype, max_new_tokens, num_fewshot, chat template, device,
-                                              # engine)
+                                              # engine, batch_size)
     write_report(runs, board, Path("results"), command="harness report results/runs")
 Each method's rows are paired with the AR rows of the same run (timed back to back); `speedup` is the
 ratio of throughputs (harness.analysis.summary), with 95% bootstrap intervals over documents. AR rows pool only
@@ -27,7 +27,7 @@ from harness.analysis.summary import (BASELINE, INTERVALS, MIN_DOCS, accuracy_st
 log = logging.getLogger(__name__)
 
 # settings that make two runs different experiments (besides model, task, hardware, method and options)
-SETTINGS = ["dtype", "max_new_tokens", "num_fewshot", "chat_template", "device", "engine"]
+SETTINGS = ["dtype", "max_new_tokens", "num_fewshot", "chat_template", "device", "engine", "batch_size"]
 KEY = ["model", "task", "hardware", "method", "options", *SETTINGS]
 VERSIONED = ("torch", "transformers", "lm_eval")  # library versions a leaderboard row must not mix silently
 COLUMNS = ["model", "task", "method", "options", "n", "n_errors", "n_paired", "n_docs", "tokens_per_step",
@@ -66,6 +66,7 @@ def settings(info: dict) -> dict[str, str]:
               "chat_template": chat}
     out = {k: "unknown" if v is None else str(v) for k, v in picked.items()}
     out["engine"] = str(cfg.get("engine", "eager"))  # runs from before the engine option were eager
+    out["batch_size"] = str(cfg.get("batch_size", 1))  # runs from before --batch-size decoded one request at a time
     for k in ("max_new_tokens", "num_fewshot"):
         value = cfg.get(k, info.get(k))
         out[k] = "default" if value is None else str(value)
@@ -265,15 +266,16 @@ def leaderboard(runs: Runs, n_boot: int = 2000, seed: int = 0, warn=None, min_do
             .drop(columns="_ar").reset_index(drop=True))
 
 
-def labels(board: pd.DataFrame) -> pd.Series:
-    """Short names for plots and tables: the method plus the options and settings that differ between its rows."""
+def labels(board: pd.DataFrame, ignore: tuple[str, ...] = ()) -> pd.Series:
+    """Short names for plots and tables: the method plus the options and settings that differ between its rows
+    (leaving out the settings in `ignore`, e.g. the batch size a plot puts on its axis)."""
     def label(row):
         same = board[board["method"] == row["method"]]
         varying = lambda values: values.nunique(dropna=False) > 1  # noqa: E731
         mine = parse_options(row["options"])
         theirs = same["options"].map(parse_options)
         opts = [k for k in mine if varying(theirs.map(lambda o, k=k: o.get(k)))]
-        sets = [k for k in SETTINGS if k in board and varying(same[k])]
+        sets = [k for k in SETTINGS if k in board and k not in ignore and varying(same[k])]
         return row["method"] + "".join(f" {k}={mine[k]}" for k in opts) + "".join(f" {k}={row[k]}" for k in sets)
     return board.apply(label, axis=1) if len(board) else pd.Series(dtype=str)
 

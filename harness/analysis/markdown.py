@@ -25,7 +25,8 @@ PROFILE_COLUMNS = ["engine", "width", "ms_median", "ms_p10", "ms_p90", "break_ev
 CAPTIONS = {"speedup": "Speedup vs AR per task (throughput ratio), 95% bootstrap intervals over documents",
             "speedup_vs_tokens_per_step": "Speedup vs tokens committed per step",
             "accuracy_vs_speedup": "Accuracy vs speedup",
-            "step_tokens": "Distribution of tokens committed per step"}
+            "step_tokens": "Distribution of tokens committed per step",
+            "speedup_vs_batch_size": "Speedup vs batched AR and throughput, against the batch size"}
 
 
 def fmt(value, spec: str) -> str:

@@ -2,8 +2,9 @@
 
     figures = make_plots(board, samples, Path("results/plots"))   # {(model, hardware): {kind: path}}
 Kinds: `speedup` (bars with 95% intervals per task, where there are enough documents),
-`speedup_vs_tokens_per_step`, `accuracy_vs_speedup` and `step_tokens` (the distribution of tokens committed
-per step). Every figure names its model and hardware.
+`speedup_vs_tokens_per_step`, `accuracy_vs_speedup`, `step_tokens` (the distribution of tokens committed
+per step) and, when the runs have more than one batch size, `speedup_vs_batch_size`. Every figure names its model
+and hardware.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from harness.engine.records import write_atomic  # noqa: E402
 from harness.analysis.leaderboard import labels  # noqa: E402
 from harness.analysis.summary import BASELINE, MIN_DOCS  # noqa: E402
 
-KINDS = ("speedup", "speedup_vs_tokens_per_step", "accuracy_vs_speedup", "step_tokens")
+KINDS = ("speedup", "speedup_vs_tokens_per_step", "accuracy_vs_speedup", "step_tokens", "speedup_vs_batch_size")
 MARKERS = "osD^vP*Xh<>"
 MAX_STEP_TOKENS = 16  # the distribution's last bin holds this many tokens or more
 
@@ -167,6 +168,45 @@ def step_tokens(board: pd.DataFrame, samples: pd.DataFrame, model: str, hardware
     return fig
 
 
+def speedup_vs_batch_size(board: pd.DataFrame, model: str, hardware: str):
+    """Per task: each method's speedup against batched AR at the same batch size (top), and every method's
+    throughput, AR's included (bottom), against the batch size. A batch of B rows with w-token forwards runs
+    forwards of B·w tokens: once B·w is past where the hardware's forward cost starts to grow (`harness profile`),
+    the extra tokens a method verifies are no longer free, and its speedup falls."""
+    board = board.assign(label=labels(board, ignore=("batch_size",)), B=board["batch_size"].astype(int))
+    colour = colours(board["label"])
+    tasks = list(dict.fromkeys(board["task"]))
+    fig, axes = plt.subplots(2, len(tasks), figsize=(4.6 * len(tasks) + 0.6, 8.0), squeeze=False, sharex=True)
+    sizes = sorted(board["B"].unique())
+    for col, task in enumerate(tasks):
+        rows = board[board["task"] == task]
+        top, bottom = axes[0][col], axes[1][col]
+        for name, r in rows.groupby("label", sort=False):
+            r = r.sort_values("B")
+            if name != BASELINE and r["speedup"].notna().any():
+                top.plot(r["B"], r["speedup"].astype(float), marker="o", color=colour.get(name), label=name)
+                has = r["speedup_lo"].notna() & r["speedup_hi"].notna()
+                if has.any():
+                    err = np.vstack([r["speedup"] - r["speedup_lo"], r["speedup_hi"] - r["speedup"]]).astype(float)
+                    top.errorbar(r["B"][has], r["speedup"][has].astype(float), yerr=err[:, has.to_numpy()], fmt="none",
+                                 ecolor=colour.get(name), alpha=0.5, capsize=3)
+            bottom.plot(r["B"], r["tokens_per_s"].astype(float), marker="o", color=colour.get(name), label=name,
+                        linestyle="--" if name == BASELINE else "-")
+        top.axhline(1.0, color="black", linestyle="--", linewidth=1)
+        top.set_title(task, fontsize=10)
+        top.set_ylabel("speedup vs batched AR at the same batch size (×)")
+        bottom.set_ylabel("throughput (tokens/s over the batch)")
+        bottom.set_xlabel("batch size B (a w-token block is a forward of B·w tokens)")
+        bottom.set_xscale("log", base=2)
+        bottom.set_xticks(sizes, [str(b) for b in sizes])
+        for ax in (top, bottom):
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7, loc="best")
+    _title(fig, "Speedup and throughput vs batch size (dashed: AR)", model, hardware)
+    fig.tight_layout()
+    return fig
+
+
 def _err(row: pd.Series):
     """Asymmetric error bar [[below], [above]] from the speedup's interval (none where it is missing)."""
     if pd.isna(row["speedup_lo"]) or pd.isna(row["speedup_hi"]):
@@ -203,5 +243,7 @@ def make_plots(board: pd.DataFrame, samples: pd.DataFrame, out: Path) -> dict[tu
                 "speedup_vs_tokens_per_step": speedup_vs_tokens_per_step(b, model, hw, colour),
                 "accuracy_vs_speedup": accuracy_vs_speedup(b, model, hw, colour),
                 "step_tokens": step_tokens(b, samples, model, hw, colour)}
+        if "batch_size" in b and b["batch_size"].nunique() > 1:
+            made["speedup_vs_batch_size"] = speedup_vs_batch_size(b.drop(columns="label"), model, hw)
         figures[(model, hw)] = {k: save_png(fig, out / f"{prefix}{k}.png") for k, fig in made.items()}
     return figures

@@ -3,6 +3,7 @@
 The harness owns the clock: the decoder never sees it. Each request is bracketed by a device sync and
 `perf_counter`; a step that overshoots a stop condition is truncated, so every method's output is cut
 at exactly the place AR's would be, and its drafted/accepted counts are clipped to match (`truncated_counts`).
+`generate_batch` runs B requests as one batch (docs/batching.md) with the same per-row stopping.
 """
 from __future__ import annotations
 
@@ -138,29 +139,10 @@ def generate(decoder: Decoder, input_ids: torch.Tensor, max_new_tokens: int, sto
     steps = decoder.decode(input_ids, max_new_tokens)
     try:
         for step in steps:
-            if not step.tokens:
-                raise RuntimeError(f"{type(decoder).__name__} yielded a step that commits no token")
-            start = len(out.tokens)
-            out.tokens.extend(step.tokens)
-            if start == 0:
+            if not out.tokens:
                 sync(device)
                 out.ttft_s = time.perf_counter() - t0
-            keep, reason = len(out.tokens), None
-            hit = stopper.cut(out.tokens, start)
-            if hit:
-                keep, reason = hit
-            if keep >= max_new_tokens and (reason is None or keep > max_new_tokens):
-                keep, reason = max_new_tokens, "max_new_tokens"
-            del out.tokens[keep:]
-            kept = len(out.tokens) - start
-            drafted, accepted, stationary = truncated_counts(step, kept)
-            out.step_tokens.append(kept)
-            out.step_drafted.append(drafted)
-            out.step_accepted.append(accepted)
-            out.step_draft_forwards.append(step.draft_forwards)
-            out.step_stationary.append(stationary)
-            if reason:
-                out.stop_reason = reason
+            if take(out, step, max_new_tokens, stopper, decoder):
                 break
     finally:
         steps.close()
@@ -177,6 +159,67 @@ def longest_run(tokens: list[int]) -> int:
         run = run + 1 if i and t == tokens[i - 1] else 1
         best = max(best, run)
     return best
+
+
+def take(out: Generation, step: Step, max_new_tokens: int, stopper: Stopper, decoder=None) -> bool:
+    """Add one step's tokens to `out`, cut at a stop condition (recording the reason); True when it stopped."""
+    if not step.tokens:
+        raise RuntimeError(f"{type(decoder).__name__} yielded a step that commits no token")
+    start = len(out.tokens)
+    out.tokens.extend(step.tokens)
+    keep, reason = len(out.tokens), None
+    hit = stopper.cut(out.tokens, start)
+    if hit:
+        keep, reason = hit
+    if keep >= max_new_tokens and (reason is None or keep > max_new_tokens):
+        keep, reason = max_new_tokens, "max_new_tokens"
+    del out.tokens[keep:]
+    kept = len(out.tokens) - start
+    drafted, accepted, stationary = truncated_counts(step, kept)
+    out.step_tokens.append(kept)
+    out.step_drafted.append(drafted)
+    out.step_accepted.append(accepted)
+    out.step_draft_forwards.append(step.draft_forwards)
+    out.step_stationary.append(stationary)
+    if reason:
+        out.stop_reason = reason
+    return reason is not None
+
+
+def generate_batch(decoder: Decoder, prompts: list[torch.Tensor], max_new_tokens: list[int],
+                   stoppers: list[Stopper]) -> tuple[list[Generation], float]:
+    """Run B requests as one batch (decoder.decode_batch); returns each row's Generation and the batch's wall time.
+
+    The batch is timed as a whole; each row stops on its own EOS / stop strings / budget and ignores the steps
+    after that, and the batch ends when every row has stopped (static batching: a row that stopped keeps costing
+    compute until then). Every row's ttft_s is the batch's first step (the prefill of every prompt)."""
+    outs = [Generation() for _ in prompts]
+    stopped = [False] * len(prompts)
+    device = prompts[0].device
+    sync(device)
+    t0 = time.perf_counter()
+    steps = decoder.decode_batch(prompts, max_new_tokens)
+    try:
+        for batch_step in steps:
+            if len(batch_step.rows) != len(prompts):
+                raise RuntimeError(f"{type(decoder).__name__} yielded a batch step of {len(batch_step.rows)} rows "
+                                   f"for {len(prompts)} prompts")
+            for b, step in enumerate(batch_step.rows):
+                if step is None or stopped[b]:
+                    continue
+                if not outs[b].tokens:
+                    sync(device)
+                    outs[b].ttft_s = time.perf_counter() - t0
+                stopped[b] = take(outs[b], step, max_new_tokens[b], stoppers[b], decoder)
+            if all(stopped):
+                break
+    finally:
+        steps.close()
+    sync(device)
+    wall = time.perf_counter() - t0
+    for out in outs:
+        out.wall_time_s = wall
+    return outs, wall
 
 
 def truncated_counts(step: Step, kept: int) -> tuple[int, int, int]:

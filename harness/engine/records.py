@@ -103,7 +103,8 @@ def _shown(value) -> str:
 
 
 NUMBERS = ("prompt_tokens", "max_new_tokens", "seed", "new_tokens", "steps", "tokens_per_step", "wall_time_s",
-           "tokens_per_s", "ttft_s", "drafted_tokens", "accepted_tokens", "draft_forwards", "stationary_tokens")
+           "tokens_per_s", "ttft_s", "drafted_tokens", "accepted_tokens", "draft_forwards", "stationary_tokens",
+           "batch", "batch_size", "batch_wall_time_s")
 TIMED = ("new_tokens", "steps", "wall_time_s")  # what a row without an error must have
 STEP_LISTS = ("step_tokens", "step_drafted", "step_accepted", "step_draft_forwards", "step_stationary")
 

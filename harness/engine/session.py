@@ -3,6 +3,7 @@ method and its AR baseline back to back (alternating which goes first) with rows
 
     session = Session(RunConfig(method="jacobi", task="gsm8k"), load_model("smollm2-135m"))
     rows = session.run_pair(prepare(lm, requests, cfg)[0], index=0)   # {"jacobi": row, "ar": row}
+    rows = session.run_batch(prepared[:4], [0, 1, 2, 3], batch=0)     # --batch-size 4: [{"jacobi": row, "ar": row}, ...]
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 
 from harness import BASELINE, HarnessError
-from harness.engine.generate import Stopper, generate, longest_run
+from harness.engine.generate import Generation, Stopper, generate, generate_batch, longest_run
 from harness.engine.models import LoadedModel, check_device_map, model_loader
 from harness.engine.parallel import Process
 from harness.engine.records import SAMPLES, SampleWriter, part_files, part_path, read_samples, row_problem
@@ -61,6 +62,7 @@ class RunConfig:
     judge_model: str | None = None
     require_sandbox: bool = False  # refuse to run model-written code (HumanEval, Spider) without OS isolation
     engine: str = DEFAULT_ENGINE  # eager (DynamicCache) or compiled (static cache, torch.compile per width)
+    batch_size: int = 1  # requests decoded together by every method, AR included (docs/batching.md)
 
     def __post_init__(self):
         check_types(self)
@@ -72,6 +74,8 @@ class RunConfig:
             raise HarnessError(f"--limit must be at least 1 (got {self.limit}); leave it out to run every prompt")
         if self.engine not in ENGINES:
             raise HarnessError(f"--engine must be one of {', '.join(ENGINES)} (got {self.engine!r})")
+        if self.batch_size < 1:
+            raise HarnessError(f"--batch-size must be at least 1 (got {self.batch_size})")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise HarnessError(f"--max-new-tokens must be at least 1 (got {self.max_new_tokens})")
         check_device_map(self.device_map)
@@ -163,14 +167,18 @@ def prepare(lm: LoadedModel, requests: list[Request], cfg: RunConfig) -> list[Pr
     return out
 
 
+def blank_row(name: str, p: Prepared, cfg: RunConfig, seed: int, order: int, turn: int = 1) -> dict:
+    return {"method": name, "task": cfg.task or cfg.prompts, "doc_id": p.request.doc_id, "turn": turn, "order": order,
+            "prompt_tokens": int(p.input_ids.shape[1]), "max_new_tokens": p.max_new_tokens, "seed": seed,
+            "new_tokens": None, "steps": None, "tokens_per_step": None, "wall_time_s": None, "tokens_per_s": None,
+            "ttft_s": None, "stop_reason": None, "drafted_tokens": None, "accepted_tokens": None,
+            "draft_forwards": None, "step_tokens": None, "step_drafted": None, "step_accepted": None,
+            "step_draft_forwards": None, "stationary_tokens": None, "step_stationary": None,
+            "max_repeat_run": None, "output_sha1": None, "output": None, "error": None}
+
+
 def run_one(decoder: Decoder, name: str, p: Prepared, cfg: RunConfig, seed: int, order: int, turn: int = 1) -> dict:
-    row = {"method": name, "task": cfg.task or cfg.prompts, "doc_id": p.request.doc_id, "turn": turn, "order": order,
-           "prompt_tokens": int(p.input_ids.shape[1]), "max_new_tokens": p.max_new_tokens, "seed": seed,
-           "new_tokens": None, "steps": None, "tokens_per_step": None, "wall_time_s": None, "tokens_per_s": None,
-           "ttft_s": None, "stop_reason": None, "drafted_tokens": None, "accepted_tokens": None,
-           "draft_forwards": None, "step_tokens": None, "step_drafted": None, "step_accepted": None,
-           "step_draft_forwards": None, "stationary_tokens": None, "step_stationary": None,
-           "max_repeat_run": None, "output_sha1": None, "output": None, "error": None}
+    row = blank_row(name, p, cfg, seed, order, turn)
     torch.manual_seed(seed)
     try:
         g = generate(decoder, p.input_ids, p.max_new_tokens, p.stopper)
@@ -178,9 +186,31 @@ def run_one(decoder: Decoder, name: str, p: Prepared, cfg: RunConfig, seed: int,
         log.warning("%s on %s failed: %s: %s", name, p.request.doc_id, type(e).__name__, e)
         row["error"] = f"{type(e).__name__}: {e}"
         return row
+    return fill_row(row, g, p, g.wall_time_s)
+
+
+def run_batch_rows(decoder: Decoder, name: str, ps: list[Prepared], cfg: RunConfig, seed: int, order: int,
+                   batch: int, turn: int = 1) -> list[dict]:
+    """One batch of requests decoded together (generate_batch): a row per request with the batch's fields.
+    Each row's wall_time_s is its share of the batch's wall time (batch_wall_time_s / batch_size), so that sums
+    over rows are sums over batches: throughput = tokens / batch time (docs/batching.md)."""
+    rows = [{**blank_row(name, p, cfg, seed, order, turn), "batch": batch, "batch_size": len(ps),
+             "batch_wall_time_s": None} for p in ps]
+    torch.manual_seed(seed)
+    try:
+        gens, wall = generate_batch(decoder, [p.input_ids for p in ps], [p.max_new_tokens for p in ps],
+                                    [p.stopper for p in ps])
+    except Exception as e:  # one batch failing must not end the run: its rows record it
+        log.warning("%s on batch %d failed: %s: %s", name, batch, type(e).__name__, e)
+        return [{**row, "error": f"{type(e).__name__}: {e}"} for row in rows]
+    return [fill_row({**row, "batch_wall_time_s": wall}, g, p, wall / len(ps)) for row, g, p in zip(rows, gens, ps)]
+
+
+def fill_row(row: dict, g: Generation, p: Prepared, wall_time_s: float) -> dict:
+    """A row's figures from its generation; wall_time_s: the request's time (its share of a batch's)."""
     new = len(g.tokens)
-    row.update(new_tokens=new, steps=len(g.step_tokens), tokens_per_step=new / len(g.step_tokens),
-               wall_time_s=g.wall_time_s, tokens_per_s=new / g.wall_time_s, ttft_s=g.ttft_s,
+    row.update(new_tokens=new, steps=len(g.step_tokens), tokens_per_step=new / len(g.step_tokens) if g.step_tokens else None,
+               wall_time_s=wall_time_s, tokens_per_s=new / wall_time_s, ttft_s=g.ttft_s,
                stop_reason=g.stop_reason, drafted_tokens=g.drafted, accepted_tokens=g.accepted,
                draft_forwards=g.draft_forwards, step_tokens=g.step_tokens, step_drafted=g.step_drafted,
                step_accepted=g.step_accepted, step_draft_forwards=g.step_draft_forwards,
@@ -212,6 +242,10 @@ class Session:
         self.engine = lm.engines[cfg.engine]
         self.warmup_s = 0.0  # compiling the engine's graphs and the untimed warm-up request
         self.names = list(self.decoders(None))  # bad options fail now, before any work
+        if cfg.batch_size > 1:
+            plain = [n for n, (d, _) in self.decoders(None).items() if not d.batched()]
+            if plain:
+                raise HarnessError(f"method {plain[0]} has no batched decoding (decode_batch); run it with --batch-size 1")
         self.done: dict[tuple, dict] = {}
         self.writer = None
         self.live = {n: [0, 0.0] for n in self.names}  # this session's paired [tokens, seconds], for the live speedup
@@ -251,7 +285,8 @@ class Session:
         gives every request what an uninterrupted one would."""
         decoders = self.decoders(temperature)
         widest = max((w for d, _ in decoders.values() for w in d.widths()), default=1)
-        if self.engine.reserve(p.input_ids.shape[1] + p.max_new_tokens + widest):  # a bigger static cache
+        room = p.input_ids.shape[1] + p.max_new_tokens + widest
+        if any([d.reserve(room) for d, _ in decoders.values()]):  # a bigger static cache (every engine: drafts too)
             self.warmed = set()
         if temperature not in self.warmed:  # untimed, unrecorded: compiling, first-call allocations, kernel choice
             t = time.perf_counter()
@@ -282,6 +317,57 @@ class Session:
             (m_tok, m_s), (a_tok, a_s) = self.live[self.cfg.method], self.live[BASELINE]
             bar.set_postfix(speedup=f"{(m_tok / m_s) / (a_tok / a_s):.2f}")  # the ratio of throughputs
         return rows
+
+    def run_batch(self, ps: list[Prepared], indices: list[int], batch: int, turn: int = 1,
+                  temperature: float | None = None, bar=None) -> list[dict[str, dict]]:
+        """Run (or take from an interrupted run) one batch of requests for every method, each method decoding them
+        together (decode_batch) and timed as a whole: the method and batched AR at the same batch size, back to
+        back. `indices` are the requests' places in the task and `batch` the batch's: the seed (cfg.seed + the first
+        index) and who goes first (even batch: the method) follow from them. A method whose rows of this batch
+        were all written is not rerun; one cut short is rerun whole and its missing rows written."""
+        decoders = self.decoders(temperature)
+        widest = max((w for d, _ in decoders.values() for w in d.widths()), default=1)
+        room = max(p.input_ids.shape[1] for p in ps) + max(p.max_new_tokens for p in ps) + 2 * widest
+        if any([d.reserve(room) for d, _ in decoders.values()]):  # a bigger static cache (rows' holes need slack)
+            self.warmed = set()
+        warm = (temperature, len(ps))  # a last, smaller batch compiles its own graphs, untimed too
+        if warm not in self.warmed:
+            t = time.perf_counter()
+            say = bar.write if bar is not None else log.info
+            for name, (decoder, _) in decoders.items():
+                decoder.warm_up_batch(len(ps), progress=lambda msg, name=name: say(
+                    f"compiling the {self.engine.name} engine for {name}: {msg}"))
+                generate_batch(decoder, [p.input_ids for p in ps], [min(WARMUP_TOKENS, p.max_new_tokens) for p in ps],
+                               [p.stopper for p in ps])
+            self.warmup_s += time.perf_counter() - t
+            self.warmed.add(warm)
+        order = self.names if batch % 2 == 0 else self.names[::-1]
+        out: list[dict[str, dict]] = [{} for _ in ps]
+        for position, name in enumerate(order):
+            keys = [(name, p.request.doc_id, turn) for p in ps]
+            if all(k in self.done for k in keys):
+                for row, k in zip(out, keys):
+                    row[name] = self.done[k]
+                continue
+            rows = run_batch_rows(decoders[name][0], name, ps, self.cfg, self.cfg.seed + indices[0], position, batch, turn)
+            for row, new, k in zip(out, rows, keys):
+                if k in self.done:  # written before the interruption: kept, not written twice
+                    row[name] = self.done[k]
+                    continue
+                row[name] = new
+                if self.writer:
+                    self.writer.write(new)
+                    self.done[k] = new
+        if bar is not None and len(self.names) > 1:
+            for rows in out:
+                if all(rows[n]["new_tokens"] for n in self.names):
+                    for n in self.names:
+                        self.live[n][0] += rows[n]["new_tokens"]
+                        self.live[n][1] += rows[n]["wall_time_s"]
+            (m_tok, m_s), (a_tok, a_s) = self.live[self.cfg.method], self.live[BASELINE]
+            if m_s and a_s:
+                bar.set_postfix(speedup=f"{(m_tok / m_s) / (a_tok / a_s):.2f}")
+        return out
 
     def open(self, run_dir: Path) -> None:
         """Start appending to run_dir's samples (in a data-parallel run: this rank's part file); rows already

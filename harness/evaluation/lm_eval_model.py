@@ -47,6 +47,7 @@ def load_task(task, cfg) -> None:
     if task.split not in data or len(data[task.split]) == 0:
         raise HarnessError(f"task {task.name}: its {task.split} split holds no examples ({task.locate(cfg.data_dir)})")
     task.skipped = utils.skipped(**dataset_kwargs(cfg)) if hasattr(utils, "skipped") else {}
+    task.n_docs = min(len(data[task.split]), cfg.limit or len(data[task.split]))
     if cfg.judge_url and task.name != "mt_bench":
         raise HarnessError(f"--judge-url applies to mt_bench only, not {task.name}")
     if bool(cfg.judge_url) != bool(cfg.judge_model):
@@ -162,6 +163,8 @@ class HarnessLM(LM):
         turns = [len(r.doc["turns"]) if r.args[1].get(MULTI_TURN) else 1 for r in requests]
         starts = [0, *itertools.accumulate(turns)][:-1]
         bar = tqdm(total=len(requests), desc=" vs ".join(s.names), unit="req", disable=disable_tqdm)
+        if s.cfg.batch_size > 1:
+            return self._generate_batches(requests, firsts, starts, bar)
         out = []
         for position, (r, first, start) in enumerate(zip(requests, firsts, starts)):
             gen_kwargs, doc_id = r.args[1], str(r.doc_id)
@@ -183,6 +186,25 @@ class HarnessLM(LM):
                 messages.append({"role": "assistant", "content": answer})
             out.append(json.dumps(answers))
             bar.update()
+        bar.close()
+        return out
+
+
+    def _generate_batches(self, requests, firsts, starts, bar) -> list[str]:
+        """--batch-size B: consecutive requests B at a time (a batch also ends where the temperature changes),
+        batch k holding the requests k*B ... in the task's order, so that a resumed run forms the same batches."""
+        s, B = self.session, self.session.cfg.batch_size
+        out = [""] * len(requests)
+        for b, i in enumerate(range(0, len(requests), B)):
+            ix = list(range(i, min(i + B, len(requests))))
+            if any(requests[j].args[1].get(MULTI_TURN) for j in ix):
+                raise HarnessError("--batch-size > 1 runs single-turn tasks only; run mt_bench with --batch-size 1")
+            for temperature in dict.fromkeys(_temperature(requests[j].args[1]) for j in ix):
+                group = [j for j in ix if _temperature(requests[j].args[1]) == temperature]
+                rows = s.run_batch([firsts[j] for j in group], [starts[j] for j in group], b, 1, temperature, bar)
+                for j, row in zip(group, rows):
+                    out[j] = row[s.cfg.method]["output"] or ""
+            bar.update(len(ix))
         bar.close()
         return out
 

@@ -33,6 +33,10 @@ class Task:
         """Score the outputs recorded in run_dir's samples.jsonl (a data-parallel run, once merged; a
         single-process run scores as it executes)."""
 
+    def count(self) -> int | None:
+        """How many requests `execute` will send (after `load`), when known in advance."""
+        return None
+
     def describe(self) -> dict:
         return {"name": self.name, "metric": self.metric, "source": self.source()}
 
@@ -53,6 +57,9 @@ class PromptsFile(Task):
 
     def load(self, cfg):
         self.requests = self.read()[: cfg.limit]
+
+    def count(self):
+        return len(self.requests)
 
     def read(self) -> list[Request]:
         if not self.path.is_file():
@@ -79,6 +86,16 @@ class PromptsFile(Task):
         from harness.engine.session import prepare
 
         prepared = prepare(session.lm, self.requests, session.cfg)
+        B = session.cfg.batch_size
+        if B > 1:  # batches of B requests in file order, so that a resumed run forms the same batches
+            batches = [list(range(i, min(i + B, len(prepared)))) for i in range(0, len(prepared), B)]
+            todo = [(b, ix) for b, ix in enumerate(batches) if not all(session.is_done(prepared[i].request.doc_id) for i in ix)]
+            bar = tqdm(total=sum(len(ix) for _, ix in todo), desc=" vs ".join(session.names), unit="req")
+            for b, ix in todo:
+                session.run_batch([prepared[i] for i in ix], ix, b, bar=bar)
+                bar.update(len(ix))
+            bar.close()
+            return
         todo = [(i, p) for i, p in enumerate(prepared) if session.owns(i) and not session.is_done(p.request.doc_id)]
         bar = tqdm(todo, desc=" vs ".join(session.names), unit="req")
         for index, p in bar:  # the index in the file, not in `todo`: a resumed run seeds as an uninterrupted one
@@ -96,6 +113,7 @@ class LmEvalTask(Task):
         self.split = split  # the split evaluated (the lm-eval config's test_split)
         self.data_dir = None
         self.skipped: dict[str, int] = {}  # reason -> examples left out (e.g. Spider's missing database)
+        self.n_docs: int | None = None  # documents the run will send (after load: the split's size, or the limit)
 
     def locate(self, data_dir: str | None) -> str:
         """Where the data is read from: the data dir's files, the hub, or a package."""
@@ -118,6 +136,9 @@ class LmEvalTask(Task):
 
         self.data_dir = cfg.data_dir
         load_task(self, cfg)
+
+    def count(self):
+        return self.n_docs
 
     def execute(self, session, run_dir):
         from harness.evaluation.lm_eval_model import evaluate_task

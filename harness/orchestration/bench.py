@@ -2,6 +2,8 @@
 
     cfg = BenchConfig(tasks=("gsm8k",), methods=parse_methods(["jacobi,speculative:draft=ngram,k=4"]), limit=20)
     bench(cfg)      # results/runs/<run_id>/ per (task, method), then results/leaderboard.csv, report.md, plots/
+With batch_sizes=(1, 2, 4, 8) every (task, method) runs once per batch size, each against batched AR at that size,
+and the report adds a plot of speedup against batch size (docs/batching.md).
 Rerunning the same command resumes: a run folder in --output-dir made with the same settings on the same
 hardware is reused when finished and resumed when interrupted, so only missing work is done.
 """
@@ -79,16 +81,23 @@ class BenchConfig:
     judge_model: str | None = None
     require_sandbox: bool = False
     engine: str = "eager"
+    batch_sizes: tuple[int, ...] = (1,)  # each batch size is its own set of runs, with its own batched AR
+
+    def __post_init__(self):
+        bad = [b for b in self.batch_sizes if b < 1]
+        if bad or not self.batch_sizes:
+            raise HarnessError(f"--batch-sizes must be numbers of at least 1 (got {bad[0] if bad else 'none'})")
 
     def run_configs(self) -> list[RunConfig]:
-        """Task by task, every method on the same prompts (same limit and seed). The judge goes to MT-bench only."""
+        """Task by task and batch size by batch size, every method on the same prompts (same limit and seed).
+        The judge goes to MT-bench only."""
         limits = dict(self.limits)
         shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(RunConfig)
                   if f.name not in ("method", "task", "options", "limit", "prompts") and hasattr(self, f.name)}
         judge = lambda task: {} if task == JUDGED else {"judge_url": None, "judge_model": None}  # noqa: E731
         return [RunConfig(**{**shared, **judge(task)}, method=name, task=task, options=dict(opts),
-                          limit=limits.get(task, self.limit))
-                for task in self.tasks for name, opts in self.methods]
+                          limit=limits.get(task, self.limit), batch_size=b)
+                for task in self.tasks for b in self.batch_sizes for name, opts in self.methods]
 
     def command(self) -> str:
         """The `harness bench` command line that reproduces this sweep."""
@@ -100,6 +109,8 @@ class BenchConfig:
             if getattr(self, f) != getattr(defaults, f):
                 args += ["--" + f.replace("_", "-"), str(getattr(self, f))]
         args += [a for task, n in self.limits for a in ("--limit", f"{task}={n}")]
+        if self.batch_sizes != (1,):
+            args += ["--batch-sizes", ",".join(map(str, self.batch_sizes))]
         if not self.chat_template:
             args.append("--no-chat-template")
         if self.require_sandbox:
@@ -110,8 +121,8 @@ class BenchConfig:
 def _settings(config: dict) -> str:
     """A run's settings, comparable across runs (the output folder may have moved). A setting left at None
     is left out: a run.json written before the setting existed does not record it; runs from before the engine
-    option were eager."""
-    config = {"engine": "eager", **config}
+    option were eager, and those from before --batch-size decoded one request at a time."""
+    config = {"engine": "eager", "batch_size": 1, **config}
     return json.dumps({k: v for k, v in config.items() if k not in ("output_dir", "require_sandbox") and v is not None},
                       sort_keys=True, default=str)
 
@@ -135,8 +146,21 @@ def previous_run(cfg: RunConfig, hardware_label: str) -> tuple[Path | None, bool
     return folder, done
 
 
-def check(cfg: BenchConfig) -> None:
-    """Every method, option and task (with its data) before any model loads."""
+def parse_batch_sizes(values: str | None) -> tuple[int, ...]:
+    """--batch-sizes 1,2,4,8 as numbers (one line of error for anything else)."""
+    if values is None:
+        return (1,)
+    items = parse_list([values])
+    if not items or not all(re.fullmatch(r"-?\d+", v) for v in items):
+        raise HarnessError(f"--batch-sizes {values!r}: expected numbers, e.g. --batch-sizes 1,2,4,8")
+    sizes = tuple(int(v) for v in items)
+    if min(sizes) < 1:
+        raise HarnessError(f"--batch-sizes must be at least 1 (got {min(sizes)})")
+    return sizes
+
+
+def check(cfg: BenchConfig) -> dict[str, int | None]:
+    """Every method, option and task (with its data) before any model loads; returns each task's request count."""
     from harness.evaluation.tasks import get_task
     from methods import get_method
     from methods.base import OptionError
@@ -151,10 +175,29 @@ def check(cfg: BenchConfig) -> None:
         except (OptionError, ValueError) as e:
             raise HarnessError(f"method {name}: {e}") from None
     configs = {c.task: c for c in cfg.run_configs()}
+    counts = {}
     for task in cfg.tasks:
-        get_task(task).load(configs[task])
+        t = get_task(task)
+        t.load(configs[task])
+        counts[task] = t.count()
     check_writable_dir(cfg.output_dir, "--output-dir")
     check_writable_dir(cfg.out, "--out")
+    return counts
+
+
+def clamp_batches(plan: list[RunConfig], counts: dict[str, int | None], echo=print) -> list[RunConfig]:
+    """Batch sizes larger than a task's requests become its request count (with a note); duplicates go."""
+    out, noted = [], set()
+    for rc in plan:
+        n = counts.get(rc.task)
+        if n is not None and rc.batch_size > n:
+            if (rc.task, rc.batch_size) not in noted:
+                echo(f"note: batch size {rc.batch_size} is larger than the {n} requests of {rc.task}; using {n}")
+                noted.add((rc.task, rc.batch_size))
+            rc = dataclasses.replace(rc, batch_size=n)
+        if rc not in out:
+            out.append(rc)
+    return out
 
 
 def bench(cfg: BenchConfig, echo=print, warn=None, n_boot: int = 2000, plots: bool = True):
@@ -168,17 +211,18 @@ def bench(cfg: BenchConfig, echo=print, warn=None, n_boot: int = 2000, plots: bo
     from harness.orchestration.run import run
 
     # 1. Cheap checks first, so that a typo in the last task does not stop the sweep hours in.
-    check(cfg)
+    counts = check(cfg)
     proc = start(cfg.device)
     proc.check_device_map(cfg.device_map)
     echo = echo if proc.main else (lambda *a, **k: None)
-    plan = cfg.run_configs()
+    plan = clamp_batches(cfg.run_configs(), counts, echo)
     label = hardware(resolve_device(proc.device))["label"]
     echo(f"bench: {len(cfg.tasks)} task(s) × {len(cfg.methods)} method(s) = {len(plan)} runs on {cfg.model} ({label})")
     # 2. One model load for every run still to do.
     lm, run_dirs = None, []
     for i, rc in enumerate(plan, 1):
-        head = f"[{i}/{len(plan)}] {rc.task} × {spec_text((rc.method, tuple(rc.options.items())))}"
+        head = (f"[{i}/{len(plan)}] {rc.task} × {spec_text((rc.method, tuple(rc.options.items())))}"
+                + (f" × batch {rc.batch_size}" if len(cfg.batch_sizes) > 1 or rc.batch_size > 1 else ""))
         folder, done = proc.share(previous_run(rc, label))  # rank 0 decides: every rank works on one folder
         if done:
             echo(f"{head}: finished earlier in {folder}; skipped")

@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 SPEEDUP_DEFINITION = ("(sum method new_tokens / sum method wall_time_s) / (sum ar new_tokens / sum ar wall_time_s) "
                       "over paired requests (same doc_id and turn, both finished with at least one token); "
                       "speedup_geomean: geometric mean of the per-request throughput ratios; "
-                      "length_ratio: sum method new_tokens / sum ar new_tokens over the same pairs")
+                      "length_ratio: sum method new_tokens / sum ar new_tokens over the same pairs; "
+                      "with --batch-size B > 1 both run B requests at a time and each row's wall_time_s is its share "
+                      "of its batch's wall time (batch_wall_time_s / batch_size), so the sums are over batches")
 
 
 def manifest(cfg: RunConfig, run_id: str, lm: LoadedModel, task, method_options: dict,
@@ -42,6 +44,23 @@ def manifest(cfg: RunConfig, run_id: str, lm: LoadedModel, task, method_options:
                        "models": list(second_models)},
             "baseline": BASELINE, "limit": cfg.limit, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens,
             "sandbox": isolation_report(), **(proc or Process()).describe()}
+
+
+def check_batch_size(cfg: RunConfig, task, proc: Process, echo=print) -> RunConfig:
+    """--batch-size against what the run can batch: a one-line error where it cannot (a data-parallel launch,
+    a multi-turn task); a batch larger than the task's requests is clamped to them, with a note."""
+    if cfg.batch_size == 1:
+        return cfg
+    if proc.distributed:
+        raise HarnessError("--batch-size > 1 does not combine with a data-parallel launch (docs/batching.md); "
+                           "launch one process")
+    if cfg.task == "mt_bench":
+        raise HarnessError("--batch-size > 1 runs single-turn tasks only; run mt_bench with --batch-size 1")
+    n = task.count()
+    if n is not None and cfg.batch_size > n:
+        echo(f"note: --batch-size {cfg.batch_size} is larger than the {n} requests of this run; using {n}")
+        cfg = dataclasses.replace(cfg, batch_size=n)
+    return cfg
 
 
 def run_warnings(info: dict) -> list[str]:
@@ -57,7 +76,7 @@ def write_summary(run_dir: Path, info: dict, task=None) -> dict:
     metric = task.metric if task else info["task"].get("metric")
     extra = tuple(getattr(task, "extra_metrics", ()))
     summary = {"model": info["model"]["name"], "task": info["task"]["name"], "hardware": info["hardware"]["label"],
-               "speedup_definition": SPEEDUP_DEFINITION,
+               "speedup_definition": SPEEDUP_DEFINITION, "batch_size": (info.get("config") or {}).get("batch_size", 1),
                "metric": metric, "skipped": info["task"].get("skipped") or {},
                "methods": summarize(read_samples(run_dir / SAMPLES), scores=scores, metric=metric, extra_metrics=extra)}
     warnings = run_warnings(info)
@@ -80,6 +99,7 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print, lm: LoadedModel |
     proc.check_device_map(cfg.device_map)
     task = get_task(cfg.task, cfg.prompts)
     task.load(cfg)
+    cfg = check_batch_size(cfg, task, proc, echo if proc.main else (lambda *a, **k: None))
     out_dir = Path(cfg.output_dir)
     check_writable_dir(out_dir, "--output-dir")
     run_id = resume or proc.share(new_run_id())
