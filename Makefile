@@ -32,7 +32,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=15
 
 # The recipe behind the shipped CLLM checkpoint: trajectories from GSM8K train, then consistency training.
 cllm-checkpoint: $(STAMP)
