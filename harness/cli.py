@@ -255,7 +255,7 @@ def bench(tasks, methods, limits, n_boot, plots, batch_size, batch_sizes, tuned,
     if tuned:
         from harness.orchestration.tune import tuned_specs
 
-        methods = (*methods, *tuned_specs(tuned))
+        methods = (*methods, *tuned_specs(tuned, methods, echo=click.echo))
     if batch_size is not None and batch_sizes is not None:
         raise HarnessError("give --batch-size or --batch-sizes, not both")
     sizes = parse_batch_sizes(batch_sizes if batch_size is None else str(batch_size))
@@ -419,6 +419,8 @@ def train(**kwargs):
               help="Benchmark data (env HARNESS_DATA_DIR).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", default="results/tuning.json", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--profile", type=click.Path(dir_okay=False),
+              help="Read forward costs from this `harness profile` CSV (its --engine rows) instead of measuring.")
 def tune(**kwargs):
     """Choose Jacobi, lookahead and n-gram speculative sizes for this machine (profile costs x pilot tokens/step)."""
     from harness.orchestration.tune import TuneConfig, tune as tune_

@@ -6,12 +6,15 @@ A step of a method that runs one target forward of w tokens and commits tokens_p
 tokens_per_step / (t(w) / t(1)) times as fast as AR (AR: one token per one-token forward). For every candidate of the
 grid below, tokens/step is counted (untimed: greedy decoding is deterministic, so the count does not depend on the
 engine or the clock) on the first --limit GSM8K *train* questions, never on the test questions a sweep reports; t(w)/t(1)
-is measured on --engine after 200 cached tokens. The best candidate per method is written with the whole table.
+is measured on --engine after 200 cached tokens, or read from a `harness profile` CSV of this machine (--profile:
+no compiling here; a width between two measured ones is interpolated linearly). The best candidate per method is
+written with the whole table.
 Only methods whose step is one target forward are tuned this way: a drafter's own forwards (layer-skip, draft models)
 are outside this cost model, so those keep their defaults.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -49,6 +52,35 @@ class TuneConfig:
     max_new_tokens: int = 128
     data_dir: str | None = None
     device: str = "auto"
+    profile: str | None = None  # a `harness profile` CSV with rows for `engine`: costs read, not measured
+
+
+def profile_costs(path: str, engine: str, widths) -> dict[int, float]:
+    """t(w)/t(1) for every width in `widths` from a `harness profile` CSV's rows for `engine`: measured widths as
+    they are, others interpolated linearly between the nearest measured widths; outside the measured span it is
+    a HarnessError (extrapolating a cost curve would decide on a guess)."""
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path)
+        rows = table[table["engine"] == engine]
+        known = dict(zip(rows["width"].astype(int), rows["break_even_tokens_per_step"].astype(float)))
+    except (OSError, ValueError, KeyError) as e:
+        raise HarnessError(f"--profile {path}: not a `harness profile` CSV ({e})") from None
+    if not known:
+        raise HarnessError(f"--profile {path} has no rows for the {engine} engine (harness profile --engines {engine})")
+    out, measured = {}, sorted(known)
+    for w in widths:
+        if w in known:
+            out[w] = known[w]
+            continue
+        lo, hi = [m for m in measured if m < w], [m for m in measured if m > w]
+        if not lo or not hi:
+            raise HarnessError(f"--profile {path}: width {w} is outside the measured widths {measured}; "
+                               f"measure it: harness profile --engines {engine} --widths {','.join(map(str, measured + [w]))}")
+        a, b = lo[-1], hi[0]
+        out[w] = known[a] + (known[b] - known[a]) * (w - a) / (b - a)
+    return out
 
 
 def tune(cfg: TuneConfig, echo=print) -> dict:
@@ -69,9 +101,13 @@ def tune(cfg: TuneConfig, echo=print) -> dict:
             tokens, steps = tokens + len(g.tokens), steps + len(g.step_tokens)
         rows.append({"method": name, "options": format_options(options), "width": max(decoder.widths()),
                      "tokens_per_step": tokens / steps})
-    echo(f"measuring forward costs on the {cfg.engine} engine")
-    costs = measure(lm.model, CONTEXT, widths=sorted({r["width"] for r in rows}), repeats=10, engines=(cfg.engine,))
-    cost = dict(zip(costs["width"].astype(int), costs["break_even_tokens_per_step"].astype(float)))
+    widths = sorted({r["width"] for r in rows})
+    if cfg.profile:
+        cost = profile_costs(cfg.profile, cfg.engine, widths)
+    else:
+        echo(f"measuring forward costs on the {cfg.engine} engine")
+        costs = measure(lm.model, CONTEXT, widths=widths, repeats=10, engines=(cfg.engine,))
+        cost = dict(zip(costs["width"].astype(int), costs["break_even_tokens_per_step"].astype(float)))
     for r in rows:
         r["cost_vs_width_1"] = round(cost[r["width"]], 3)
         r["expected_speedup"] = round(r["tokens_per_step"] / cost[r["width"]], 3)
@@ -82,7 +118,7 @@ def tune(cfg: TuneConfig, echo=print) -> dict:
             best[r["method"]] = r
     result = {"model": cfg.model, "engine": cfg.engine, "hardware": hardware(lm.device), "pilot": {
         "task": "gsm8k", "split": "train", "limit": cfg.limit, "max_new_tokens": cfg.max_new_tokens},
-        "context": CONTEXT, "candidates": rows,
+        "context": CONTEXT, "costs_from": cfg.profile or "measured", "candidates": rows,
         "tuned": [f"{m}:{r['options']}" for m, r in best.items()]}
     make_dir(out.parent)
     write_json_atomic(out, result)
@@ -93,10 +129,28 @@ def tune(cfg: TuneConfig, echo=print) -> dict:
     return result
 
 
-def tuned_specs(path: str) -> list[str]:
-    """The tuned `METHOD:options` specs of a tuning file (for bench --tuned)."""
+def tuned_specs(path: str, alongside=(), echo=print) -> list[str]:
+    """The tuned `METHOD:options` specs of a tuning file (for bench --tuned), less those that resolve to the same
+    settings as a spec in `alongside` (a tuned setting equal to a method's defaults is run once, with a note)."""
+    from methods import get_method
+    from methods.specs import parse_specs
+
     try:
-        specs = json.loads(Path(path).read_text())["tuned"]
+        specs = list(json.loads(Path(path).read_text())["tuned"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise HarnessError(f"{path} is not a tuning file from `harness tune` ({e})") from None
-    return list(specs)
+
+    def resolved(spec) -> tuple:
+        name, opts = spec
+        cls = get_method(name)
+        defaults = {f.name: str(f.default) for f in dataclasses.fields(cls.Options)} if cls else {}
+        return name, tuple(sorted({**defaults, **dict(opts)}.items()))
+
+    have = {resolved(s) for s in parse_specs(alongside)}
+    out = []
+    for text in specs:
+        if resolved(parse_specs([text])[0]) in have:
+            echo(f"tuned {text}: the same settings as a method already in the sweep; run once")
+        else:
+            out.append(text)
+    return out
