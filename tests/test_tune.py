@@ -37,19 +37,19 @@ def test_profile_costs_reads_measured_widths_interpolates_between_and_refuses_ou
     import pytest
 
     from harness import HarnessError
-    from harness.orchestration.tune import profile_costs
+    from harness.orchestration.tune import interpolate_costs, profile_costs
 
     csv = tmp_path / "p.csv"
     csv.write_text("engine,width,ms_median,ms_p10,ms_p90,break_even_tokens_per_step,vs_first_engine_w1\n"
                    "eager,1,80,79,81,1.0,1.0\neager,4,160,150,170,2.0,2.0\n"
                    "compiled,1,40,39,41,1.0,0.5\ncompiled,4,52,50,54,1.3,0.65\ncompiled,8,64,60,68,1.6,0.8\n")
-    costs = profile_costs(str(csv), "compiled", [1, 4, 6])
+    costs = interpolate_costs(profile_costs(str(csv), "compiled"), [1, 4, 6])
     assert costs[1] == 1.0 and costs[4] == 1.3 and abs(costs[6] - 1.45) < 1e-9
     with pytest.raises(HarnessError, match="width 9 is outside the measured widths"):
-        profile_costs(str(csv), "compiled", [9])
+        interpolate_costs(profile_costs(str(csv), "compiled"), [9])
     with pytest.raises(HarnessError, match="no rows for the compiled engine"):
         (tmp_path / "e.csv").write_text("engine,width,break_even_tokens_per_step\neager,1,1.0\n")
-        profile_costs(str(tmp_path / "e.csv"), "compiled", [1])
+        profile_costs(str(tmp_path / "e.csv"), "compiled")
 
 
 def test_tuned_specs_equal_to_a_method_already_in_the_sweep_are_run_once(tmp_path):

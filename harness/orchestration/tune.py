@@ -14,12 +14,12 @@ are outside this cost model, so those keep their defaults.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -55,10 +55,9 @@ class TuneConfig:
     profile: str | None = None  # a `harness profile` CSV with rows for `engine`: costs read, not measured
 
 
-def profile_costs(path: str, engine: str, widths) -> dict[int, float]:
-    """t(w)/t(1) for every width in `widths` from a `harness profile` CSV's rows for `engine`: measured widths as
-    they are, others interpolated linearly between the nearest measured widths; outside the measured span it is
-    a HarnessError (extrapolating a cost curve would decide on a guess)."""
+def profile_costs(path: str, engine: str) -> dict[int, float]:
+    """{width: t(w)/t(1)} from a `harness profile` CSV's rows for `engine` (read before any pilot work, so a bad
+    file fails at once)."""
     import pandas as pd
 
     try:
@@ -69,18 +68,18 @@ def profile_costs(path: str, engine: str, widths) -> dict[int, float]:
         raise HarnessError(f"--profile {path}: not a `harness profile` CSV ({e})") from None
     if not known:
         raise HarnessError(f"--profile {path} has no rows for the {engine} engine (harness profile --engines {engine})")
-    out, measured = {}, sorted(known)
-    for w in widths:
-        if w in known:
-            out[w] = known[w]
-            continue
-        lo, hi = [m for m in measured if m < w], [m for m in measured if m > w]
-        if not lo or not hi:
-            raise HarnessError(f"--profile {path}: width {w} is outside the measured widths {measured}; "
-                               f"measure it: harness profile --engines {engine} --widths {','.join(map(str, measured + [w]))}")
-        a, b = lo[-1], hi[0]
-        out[w] = known[a] + (known[b] - known[a]) * (w - a) / (b - a)
-    return out
+    return known
+
+
+def interpolate_costs(known: dict[int, float], widths, path: str = "the profile") -> dict[int, float]:
+    """Costs at `widths`, linear between the nearest measured widths; outside the measured span it is a HarnessError
+    (extrapolating a cost curve would decide on a guess)."""
+    measured = sorted(known)
+    outside = [w for w in widths if not measured[0] <= w <= measured[-1]]
+    if outside:
+        raise HarnessError(f"--profile {path}: width {outside[0]} is outside the measured widths {measured}; measure it: "
+                           f"harness profile --widths {','.join(map(str, sorted(set(measured) | set(outside))))}")
+    return {w: float(np.interp(w, measured, [known[m] for m in measured])) for w in widths}
 
 
 def tune(cfg: TuneConfig, echo=print) -> dict:
@@ -88,6 +87,7 @@ def tune(cfg: TuneConfig, echo=print) -> dict:
         raise HarnessError(f"--limit must be at least 1 (got {cfg.limit})")
     out = Path(cfg.out)
     check_writable_dir(out.parent, "--out")
+    known = profile_costs(cfg.profile, cfg.engine) if cfg.profile else None
     lm = load_model(cfg.model, cfg.device)
     prompts = [torch.tensor([encode(lm, [{"role": "user", "content": text}], lm.chat)], device=lm.device)
                for _, text in prompts_for("gsm8k", "train", cfg.data_dir, lm.chat, cfg.limit)]
@@ -102,8 +102,8 @@ def tune(cfg: TuneConfig, echo=print) -> dict:
         rows.append({"method": name, "options": format_options(options), "width": max(decoder.widths()),
                      "tokens_per_step": tokens / steps})
     widths = sorted({r["width"] for r in rows})
-    if cfg.profile:
-        cost = profile_costs(cfg.profile, cfg.engine, widths)
+    if known is not None:
+        cost = interpolate_costs(known, widths, cfg.profile)
     else:
         echo(f"measuring forward costs on the {cfg.engine} engine")
         costs = measure(lm.model, CONTEXT, widths=widths, repeats=10, engines=(cfg.engine,))
@@ -143,7 +143,7 @@ def tuned_specs(path: str, alongside=(), echo=print) -> list[str]:
     def resolved(spec) -> tuple:
         name, opts = spec
         cls = get_method(name)
-        defaults = {f.name: str(f.default) for f in dataclasses.fields(cls.Options)} if cls else {}
+        defaults = {f.name: str(f.default) for f in fields(cls.Options)} if cls else {}
         return name, tuple(sorted({**defaults, **dict(opts)}.items()))
 
     have = {resolved(s) for s in parse_specs(alongside)}
