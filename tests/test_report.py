@@ -342,7 +342,8 @@ def test_report_writes_csv_plots_and_markdown(tmp_path):
     assert list(csv.columns) == COLUMNS and len(csv) == 8  # 2 tasks x (3 methods + AR)
     assert np.allclose(csv["speedup"], board["speedup"]) and set(csv["hardware"]) == {"2-core CPU"}
     plots = sorted(p.name for k, p in written.items() if k.startswith("plot:"))
-    assert plots == ["accuracy_vs_speedup.png", "speedup.png", "speedup_vs_tokens_per_step.png", "step_tokens.png"]
+    assert plots == ["accuracy_vs_speedup.png", "speedup.png", "speedup_matrix.png", "speedup_vs_tokens_per_step.png",
+                     "step_tokens.png"]
     assert all(is_png(p) for k, p in written.items() if k.startswith("plot:"))
     md = written["report"].read_text()
     assert "harness report x" in md and "### gsm8k (accuracy: `acc,none`)" in md and "## Runs" in md
@@ -360,7 +361,7 @@ def test_plots_per_model_and_the_step_distribution(tmp_path):
     figures = plots.make_plots(leaderboard(runs, n_boot=50), runs.samples, tmp_path)
     assert set(figures) == {("m", "2-core CPU"), ("m2", "2-core CPU")}
     assert figures[("m2", "2-core CPU")]["speedup"].name == "m2-speedup.png"
-    assert len(list(tmp_path.glob("*.png"))) == 8 and all(is_png(p) for p in tmp_path.glob("*.png"))
+    assert len(list(tmp_path.glob("*.png"))) == 10 and all(is_png(p) for p in tmp_path.glob("*.png"))
 
     # the distribution, checked by hand: steps committing 1, 1, 3 and 1, 2 tokens: 60%, 20%, 20%
     rows = [sample("ar", "a", 1.0), sample("jacobi", "a", 1.0, 5, 3, step_tokens=[1, 1, 3]),
@@ -520,7 +521,7 @@ def test_concurrent_reports_on_one_out_leave_one_writers_complete_set(tmp_path):
 
     def snapshot():
         with report_lock(out, shared=True):
-            return ((out / "leaderboard.csv").read_text(), (out / "report.md").read_text(),
+            return ((out / "leaderboard.csv").read_text(), (out / "report.md").read_text() + (out / "headline.md").read_text(),
                     " ".join(sorted(os.listdir(out / "plots"))))
 
     seen = []
@@ -535,5 +536,5 @@ def test_concurrent_reports_on_one_out_leave_one_writers_complete_set(tmp_path):
     for csv, md, plots in seen:  # whichever writer came last, the three agree on it
         (writer,) = _writers_named(csv)
         assert _writers_named(md) == _writers_named(plots) == {writer}
-        assert plots.count(".png") == 8 and md.count("](plots/") == 8
+        assert plots.count(".png") == 10 and md.count("](plots/") == 10
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no staging folders left

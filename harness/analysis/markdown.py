@@ -22,7 +22,8 @@ from harness.engine.generate import REPEAT_RUN
 log = logging.getLogger(__name__)
 PROFILE_COLUMNS = ["engine", "width", "ms_median", "ms_p10", "ms_p90", "break_even_tokens_per_step"]  # harness profile's CSV
 
-CAPTIONS = {"speedup": "Speedup vs AR per task (throughput ratio), 95% bootstrap intervals over documents",
+CAPTIONS = {"speedup_matrix": "Speedup vs AR, method × task (green faster, red slower; bold: interval clear of 1×)",
+            "speedup": "Speedup vs AR per task (throughput ratio), 95% bootstrap intervals over documents",
             "speedup_vs_tokens_per_step": "Speedup vs tokens committed per step",
             "accuracy_vs_speedup": "Accuracy vs speedup",
             "step_tokens": "Distribution of tokens committed per step",
@@ -84,7 +85,7 @@ def render(runs, board: pd.DataFrame, figures: dict, out: Path, command: str = "
     lines = ["# Leaderboard", "",
              f"Generated {time.strftime('%Y-%m-%d %H:%M')} from {len(runs.runs)} run folders"
              + (f" by `{command}`" if command else "") + "; the numbers are in `leaderboard.csv`.", "",
-             DEFINITIONS, ""]
+             DEFINITIONS, "", "At a glance: `headline.md` (method × task matrix, and the CLLM paper's figures beside ours).", ""]
     for (model, hardware), group in board.groupby(["model", "hardware"], sort=False):
         lines += [f"## {model} on {hardware}", ""]
         for task, rows in group.groupby("task", sort=False):
@@ -109,9 +110,9 @@ def render(runs, board: pd.DataFrame, figures: dict, out: Path, command: str = "
     return "\n".join(lines) + "\n"
 
 
-def profile_lines(model: str, hardware: str, out: Path) -> list[str]:
-    """The forward-cost table (`harness profile`) saved for this hardware in OUT/profile or results/profile,
-    this model's when there is one, else another model's; [] when none was measured here."""
+def find_profile(model: str, hardware: str, out: Path):
+    """The forward-cost profile (`harness profile`) saved for this hardware in OUT/profile or results/profile,
+    this model's when there is one, else another model's, as (conditions, table); None when none was measured here."""
     found = []
     for folder in dict.fromkeys([out / "profile", Path("results/profile")]):
         for meta in sorted(folder.glob("*.json")):
@@ -124,8 +125,17 @@ def profile_lines(model: str, hardware: str, out: Path) -> list[str]:
             except (OSError, ValueError, KeyError, TypeError) as e:
                 log.warning("%s: not a readable forward-cost profile (%s); left out of the report", meta, e)
     if not found:
-        return []
+        return None
     _, cond, table = min(found, key=lambda f: f[0])
+    return cond, table
+
+
+def profile_lines(model: str, hardware: str, out: Path) -> list[str]:
+    """The forward-cost table of find_profile as Markdown; [] when none was measured here."""
+    found = find_profile(model, hardware, out)
+    if found is None:
+        return []
+    cond, table = found
     lines = ["### Forward cost on this hardware", "",
              f"`harness profile`, {cond['created']}, {cond['model']} ({cond['dtype']}): one forward of w new tokens "
              f"after {cond['context']} cached tokens, median of {cond['repeats']}. "

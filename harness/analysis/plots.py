@@ -1,7 +1,8 @@
 """The report's plots (matplotlib, Agg backend, PNG), one set per (model, hardware) in the leaderboard.
 
     figures = make_plots(board, samples, Path("results/plots"))   # {(model, hardware): {kind: path}}
-Kinds: `speedup` (bars with 95% intervals per task, where there are enough documents),
+Kinds: `speedup_matrix` (method × task, red below AR, green above), `speedup` (bars with 95% intervals per
+task, where there are enough documents),
 `speedup_vs_tokens_per_step`, `accuracy_vs_speedup`, `step_tokens` (the distribution of tokens committed
 per step) and, when the runs have more than one batch size, `speedup_vs_batch_size`. Every figure names its model
 and hardware.
@@ -23,7 +24,7 @@ from harness.engine.records import write_atomic  # noqa: E402
 from harness.analysis.leaderboard import labels  # noqa: E402
 from harness.analysis.summary import BASELINE, MIN_DOCS  # noqa: E402
 
-KINDS = ("speedup", "speedup_vs_tokens_per_step", "accuracy_vs_speedup", "step_tokens", "speedup_vs_batch_size")
+KINDS = ("speedup_matrix", "speedup", "speedup_vs_tokens_per_step", "accuracy_vs_speedup", "step_tokens", "speedup_vs_batch_size")
 MARKERS = "osD^vP*Xh<>"
 MAX_STEP_TOKENS = 16  # the distribution's last bin holds this many tokens or more
 
@@ -66,9 +67,39 @@ def speedup_bars(board: pd.DataFrame, model: str, hardware: str, colour: dict):
     ax.set_xticks(np.arange(len(tasks)), tasks)
     ax.set_xlabel("task")
     ax.set_ylabel("speedup vs AR (×): method tokens/s ÷ AR tokens/s")
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _title(ax, f"Speedup vs AR per task (error bars: 95% bootstrap interval over documents, none below {MIN_DOCS})",
            model, hardware)
+    return fig
+
+
+def speedup_matrix(board: pd.DataFrame, model: str, hardware: str):
+    """Method × task heatmap: colour = log2(speedup) (red slower than AR, green faster), each cell annotated with
+    the speedup and its interval; a cell whose whole interval is above (below) 1 is outlined in bold."""
+    tasks = list(dict.fromkeys(board["task"]))
+    rows = board[board["method"] != BASELINE]
+    names = list(dict.fromkeys(rows["label"])) or ["(none)"]
+    grid = rows.pivot_table(index="label", columns="task", values="speedup", aggfunc="first").reindex(index=names,
+                                                                                                    columns=tasks)
+    values = np.log2(grid.to_numpy(dtype=float))
+    fig, ax = plt.subplots(figsize=(2.3 * len(tasks) + 3.2, 0.62 * len(names) + 1.9))
+    ax.imshow(np.ma.masked_invalid(values), cmap="RdYlGn", vmin=-2, vmax=2, aspect="auto")
+    for i, name in enumerate(names):
+        for j, task in enumerate(tasks):
+            r = rows[(rows["label"] == name) & (rows["task"] == task)]
+            if r.empty or pd.isna(r["speedup"].iloc[0]):
+                ax.text(j, i, "–", ha="center", va="center", fontsize=9)
+                continue
+            r = r.iloc[0]
+            ci = "" if pd.isna(r["speedup_lo"]) else f"\n[{r['speedup_lo']:.2f}, {r['speedup_hi']:.2f}]"
+            sure = not pd.isna(r["speedup_lo"]) and (r["speedup_lo"] > 1 or r["speedup_hi"] < 1)
+            ax.text(j, i, f"{r['speedup']:.2f}×{ci}", ha="center", va="center", fontsize=8,
+                    fontweight="bold" if sure else "normal")
+    ax.set_xticks(np.arange(len(tasks)), tasks)
+    ax.set_yticks(np.arange(len(names)), names, fontsize=8)
+    ax.tick_params(top=True, bottom=False, labeltop=True, labelbottom=False)
+    _title(ax, "Speedup vs AR (green: faster, red: slower; bold: 95% interval clear of 1×)", model, hardware)
+    fig.tight_layout()
     return fig
 
 
@@ -92,7 +123,7 @@ def speedup_vs_tokens_per_step(board: pd.DataFrame, model: str, hardware: str, c
     if len(tasks) > 1:
         handles += [plt.Line2D([], [], color="0.4", marker=MARKERS[i % len(MARKERS)], linestyle="", label=f"task {t}")
                     for i, t in enumerate(tasks)]
-    ax.legend(handles=handles, fontsize=8, loc="best")
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_xlabel("tokens committed per step (tokens / target forward)")
     ax.set_ylabel("speedup vs AR (×), 95% interval")
     _title(ax, "Speedup vs tokens per step" + ("" if len(tasks) > 1 else f" on {tasks[0]}") + " (dashed: AR speed)",
@@ -239,7 +270,8 @@ def make_plots(board: pd.DataFrame, samples: pd.DataFrame, out: Path) -> dict[tu
     figures = {}
     for (model, hw), b in groups:
         prefix = "" if len(groups) == 1 else slug(model) + (f"-{slug(hw)}" if models[model] > 1 else "") + "-"
-        made = {"speedup": speedup_bars(b, model, hw, colour),
+        made = {"speedup_matrix": speedup_matrix(b, model, hw),
+                "speedup": speedup_bars(b, model, hw, colour),
                 "speedup_vs_tokens_per_step": speedup_vs_tokens_per_step(b, model, hw, colour),
                 "accuracy_vs_speedup": accuracy_vs_speedup(b, model, hw, colour),
                 "step_tokens": step_tokens(b, samples, model, hw, colour)}

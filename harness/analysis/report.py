@@ -1,4 +1,4 @@
-"""The report as a set: leaderboard.csv, plots/*.png and report.md under one folder, written together.
+"""The report as a set: leaderboard.csv, plots/*.png, report.md and headline.md under one folder, written together.
 
     board, written = report(["results/runs"], Path("results"), command="harness report results/runs")
 Plots are drawn into a staging folder, then, under an exclusive lock on the output folder, swapped in with
@@ -17,7 +17,8 @@ import pandas as pd
 
 from harness import HarnessError
 from harness.analysis.leaderboard import Runs, leaderboard, load_runs, write_csv
-from harness.analysis.markdown import render
+from harness.analysis.headline import render_headline
+from harness.analysis.markdown import find_profile, render
 from harness.analysis.plots import make_plots
 from harness.engine.records import make_dir, write_atomic
 
@@ -37,7 +38,7 @@ def report_lock(out: Path, shared: bool = False):
 
 def write_report(runs: Runs, board: pd.DataFrame, out: Path, command: str = "", plots: bool = True,
                  warn=None) -> dict[str, Path]:
-    """leaderboard.csv, plots/*.png and report.md under `out` as one set: the plots are drawn into a
+    """leaderboard.csv, plots/*.png, report.md and headline.md under `out` as one set: the plots are drawn into a
     staging folder, then under `report_lock` the plots folder is swapped in whole and the two files are
     written atomically, so that concurrent reports on one `out` never mix. Returns the paths written."""
     make_dir(out)
@@ -49,13 +50,16 @@ def write_report(runs: Runs, board: pd.DataFrame, out: Path, command: str = "", 
             figures = {key: {kind: out / "plots" / path.name for kind, path in kinds.items()}
                        for key, kinds in drawn.items()}
             written.update({f"plot:{path.stem}": path for kinds in figures.values() for path in kinds.values()})
-        written["report"] = out / "report.md"
+        written["report"], written["headline"] = out / "report.md", out / "headline.md"
         text = render(runs, board, figures, out, command)
+        profiles = {key: find_profile(*key, out) for key in board.groupby(["model", "hardware"], sort=False).groups}
+        headline = render_headline(board, {k: v for k, v in profiles.items() if v is not None}, command)
         with report_lock(out):
             if staging is not None:
                 _swap_in(staging, out / "plots")
             write_csv(board, written["leaderboard"])
             write_atomic(written["report"], text)
+            write_atomic(written["headline"], headline)
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
