@@ -1,6 +1,6 @@
 """headline.md: the leaderboard at a glance, and the CLLM paper's figures beside ours.
 
-    text = render_headline(board, profiles)   # profiles: {(model, hardware): (conditions, table)} or {}
+    text = render_headline(board, profiles)   # profiles: {(model, hardware): (conditions, table) or None}
 Per model and hardware: a method × task matrix of speedups with their 95% intervals, then per task a compact
 table (speedup, tokens/step, accuracy, Δ accuracy, lossless, length), then the reproduction table. Pure tables.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.analysis.leaderboard import labels
+from harness.analysis.markdown import fmt
 from harness.analysis.summary import BASELINE
 
 # The CLLM paper's speedups (Kou et al. 2024, arXiv 2403.00835; LLaMA-2-7B-sized models on one A100, batch 1),
@@ -57,19 +58,15 @@ def matrix(board: pd.DataFrame) -> list[str]:
     return out
 
 
-def _f(value, spec: str) -> str:
-    return "–" if value is None or pd.isna(value) else format(value, spec)
-
-
 def task_table(rows: pd.DataFrame) -> list[str]:
     """Per task: AR first (its throughput and accuracy), then every method."""
     out = ["| method | n (docs) | speedup [95% CI] | tokens/step | tok/s | accuracy | Δ accuracy | lossless | length |",
            "|---|---|---|---|---|---|---|---|---|"]
     for _, r in rows.iterrows():
         speed = "1 (reference)" if r["method"] == BASELINE else cell(r)
-        out.append(f"| `{r['label']}` | {r['n']} ({_f(r['n_docs'], '.0f')}) | {speed} | {_f(r['tokens_per_step'], '.2f')} "
-                   f"| {_f(r['tokens_per_s'], '.1f')} | {_f(r['accuracy'], '.3f')} | {_f(r['accuracy_delta'], '+.3f')} "
-                   f"| {_f(r['lossless_rate'], '.0%')} | {_f(r['length_ratio'], '.2f')} |")
+        out.append(f"| `{r['label']}` | {r['n']} ({fmt(r['n_docs'], '.0f')}) | {speed} | {fmt(r['tokens_per_step'], '.2f')} "
+                   f"| {fmt(r['tokens_per_s'], '.1f')} | {fmt(r['accuracy'], '.3f')} | {fmt(r['accuracy_delta'], '+.3f')} "
+                   f"| {fmt(r['lossless_rate'], '.0%')} | {fmt(r['length_ratio'], '.2f')} |")
     return out
 
 

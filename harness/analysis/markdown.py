@@ -80,7 +80,8 @@ DEFINITIONS = (
     "Definitions: docs/measurement.md.")
 
 
-def render(runs, board: pd.DataFrame, figures: dict, out: Path, command: str = "") -> str:
+def render(runs, board: pd.DataFrame, figures: dict, out: Path, command: str = "", profiles: dict | None = None) -> str:
+    """report.md; `profiles` ({(model, hardware): find_profile's result}) saves looking them up again."""
     board = board.assign(label=labels(board))
     lines = ["# Leaderboard", "",
              f"Generated {time.strftime('%Y-%m-%d %H:%M')} from {len(runs.runs)} run folders"
@@ -93,7 +94,8 @@ def render(runs, board: pd.DataFrame, figures: dict, out: Path, command: str = "
             lines += [f"### {task}" + (f" (accuracy: `{metric}`)" if metric else " (speed only)"), "", *table(rows), ""]
             notes = interval_notes(rows)
             lines += [*notes, ""] if notes else []
-        lines += profile_lines(model, hardware, out)
+        lines += profile_markdown(profiles[(model, hardware)] if profiles is not None
+                                  else find_profile(model, hardware, out))
         for kind, path in figures.get((model, hardware), {}).items():
             rel = Path(os.path.relpath(path, out)).as_posix()
             lines += [f"![{CAPTIONS.get(kind, kind)}: {model} on {hardware}]({rel})", ""]
@@ -132,7 +134,11 @@ def find_profile(model: str, hardware: str, out: Path):
 
 def profile_lines(model: str, hardware: str, out: Path) -> list[str]:
     """The forward-cost table of find_profile as Markdown; [] when none was measured here."""
-    found = find_profile(model, hardware, out)
+    return profile_markdown(find_profile(model, hardware, out))
+
+
+def profile_markdown(found) -> list[str]:
+    """A (conditions, table) profile as the report's Markdown section; [] for None."""
     if found is None:
         return []
     cond, table = found

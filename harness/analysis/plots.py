@@ -75,22 +75,21 @@ def speedup_bars(board: pd.DataFrame, model: str, hardware: str, colour: dict):
 
 def speedup_matrix(board: pd.DataFrame, model: str, hardware: str):
     """Method × task heatmap: colour = log2(speedup) (red slower than AR, green faster), each cell annotated with
-    the speedup and its interval; a cell whose whole interval is above (below) 1 is outlined in bold."""
+    the speedup and its interval; the text is bold where the whole interval is above (or below) 1."""
     tasks = list(dict.fromkeys(board["task"]))
     rows = board[board["method"] != BASELINE]
     names = list(dict.fromkeys(rows["label"])) or ["(none)"]
-    grid = rows.pivot_table(index="label", columns="task", values="speedup", aggfunc="first").reindex(index=names,
-                                                                                                    columns=tasks)
-    values = np.log2(grid.to_numpy(dtype=float))
+    cells = {(r["label"], r["task"]): r for _, r in rows.iterrows() if not pd.isna(r["speedup"])}
+    values = np.array([[np.log2(float(cells[(n, t)]["speedup"])) if (n, t) in cells else np.nan for t in tasks]
+                       for n in names])
     fig, ax = plt.subplots(figsize=(2.3 * len(tasks) + 3.2, 0.62 * len(names) + 1.9))
     ax.imshow(np.ma.masked_invalid(values), cmap="RdYlGn", vmin=-2, vmax=2, aspect="auto")
     for i, name in enumerate(names):
         for j, task in enumerate(tasks):
-            r = rows[(rows["label"] == name) & (rows["task"] == task)]
-            if r.empty or pd.isna(r["speedup"].iloc[0]):
+            r = cells.get((name, task))
+            if r is None:
                 ax.text(j, i, "–", ha="center", va="center", fontsize=9)
                 continue
-            r = r.iloc[0]
             ci = "" if pd.isna(r["speedup_lo"]) else f"\n[{r['speedup_lo']:.2f}, {r['speedup_hi']:.2f}]"
             sure = not pd.isna(r["speedup_lo"]) and (r["speedup_lo"] > 1 or r["speedup_hi"] < 1)
             ax.text(j, i, f"{r['speedup']:.2f}×{ci}", ha="center", va="center", fontsize=8,

@@ -51,9 +51,9 @@ def write_report(runs: Runs, board: pd.DataFrame, out: Path, command: str = "", 
                        for key, kinds in drawn.items()}
             written.update({f"plot:{path.stem}": path for kinds in figures.values() for path in kinds.values()})
         written["report"], written["headline"] = out / "report.md", out / "headline.md"
-        text = render(runs, board, figures, out, command)
         profiles = {key: find_profile(*key, out) for key in board.groupby(["model", "hardware"], sort=False).groups}
-        headline = render_headline(board, {k: v for k, v in profiles.items() if v is not None}, command)
+        text = render(runs, board, figures, out, command, profiles)
+        headline = render_headline(board, profiles, command)
         with report_lock(out):
             if staging is not None:
                 _swap_in(staging, out / "plots")
