@@ -9,7 +9,7 @@ DATA_DIR ?= ../shared/data
 CLLM_SAMPLES ?= 128
 CLLM_OUT ?= methods/checkpoints/smollm2-135m-cllm-gsm8k
 
-.PHONY: setup demo test bench clean cllm-checkpoint cllm-ablation results
+.PHONY: setup demo test bench clean cllm-checkpoint cllm-ablation cllm-blocks cllm-scaling results
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,34 @@ cllm-checkpoint: $(STAMP)
 		--block-size 16 --max-new-tokens 256 --data-dir $(DATA_DIR) --out results/cllm/trajectories.jsonl
 	$(BIN)/harness cllm train --data results/cllm/trajectories.jsonl --out $(CLLM_OUT) --loss global \
 		--ar-weight 10 --lora --lr 1e-3 --states-per-block 0 --horizon 4 --epochs 2
+
+# The CLLM study (docs/cllm.md#the-study): block size and training data against tokens/step on 40 held-out GSM8K
+# test questions, with break-even from the committed profile. Every step resumes: rerun the target to continue.
+# cllm-blocks: the shipped recipe (128 questions, 2 epochs) at blocks 4 and 8 beside the shipped block-16 checkpoint.
+# cllm-scaling: one one-epoch, constant-rate training at STUDY_BLOCK over the first 1024 questions, a checkpoint
+# after 128, 256, 512 and 1024 (each equals a training on that many alone), all in the same study table.
+STUDY := results/cllm-study
+STUDY_BLOCK ?= 4
+PROFILE ?= results/profile/amd-epyc-2-cores-avx2--smollm2-135m.csv
+RECIPE := --loss global --ar-weight 10 --lora --lr 1e-3 --states-per-block 0 --horizon 4 --save-steps 32 --resume
+STUDY_ARGS = --limit 40 --max-new-tokens 256 --engine compiled --data-dir $(DATA_DIR) --profile $(PROFILE) --out-dir $(STUDY) \
+	--checkpoint smollm2-135m-cllm $(foreach n,4 8,--checkpoint $(STUDY)/ckpt/b$(n)-128x2)
+cllm-blocks: $(STAMP)
+	for n in 4 8; do \
+		$(BIN)/harness cllm collect --task gsm8k --split train --limit 128 --block-size $$n --max-new-tokens 256 \
+			--data-dir $(DATA_DIR) --out $(STUDY)/trajectories-b$$n.jsonl || exit 1; \
+		[ -f $(STUDY)/ckpt/b$$n-128x2/cllm.json ] || $(BIN)/harness cllm train --data $(STUDY)/trajectories-b$$n.jsonl \
+			--out $(STUDY)/ckpt/b$$n-128x2 $(RECIPE) --epochs 2 || exit 1; \
+	done
+	$(BIN)/harness cllm study $(STUDY_ARGS)
+
+SCALE := $(STUDY)/ckpt/b$(STUDY_BLOCK)-scaling
+cllm-scaling: cllm-blocks
+	$(BIN)/harness cllm collect --task gsm8k --split train --limit 1100 --block-size $(STUDY_BLOCK) --max-new-tokens 256 \
+		--data-dir $(DATA_DIR) --out $(STUDY)/trajectories-b$(STUDY_BLOCK).jsonl
+	[ -f $(SCALE)/cllm.json ] || $(BIN)/harness cllm train --data $(STUDY)/trajectories-b$(STUDY_BLOCK).jsonl \
+		--out $(SCALE) $(RECIPE) --snapshots 128,256,512,1024
+	$(BIN)/harness cllm study $(STUDY_ARGS) $(foreach n,128 256 512 1024,--checkpoint $(SCALE)/n$(n))
 
 # The loss / adapter comparison of the README (global vs local consistency loss, LoRA vs full fine-tuning):
 # 64 GSM8K train questions, three trainings of one epoch, then every checkpoint side by side with AR and

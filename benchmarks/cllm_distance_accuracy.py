@@ -15,35 +15,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import sys
 import tempfile
 from pathlib import Path
 
-import torch
 
-from harness.cllm.train import group_samples, pack
+from harness.cllm.study import accuracy_by_distance
+from harness.cllm.train import group_samples
 from harness.cllm.trajectories import CollectConfig, collect, read_trajectories
 from harness.engine.models import load_model
 from harness.orchestration.profile import measure
-
-
-@torch.inference_mode()
-def accuracy_by_distance(model, samples, horizon: int) -> tuple[list[float], int]:
-    hits, counts = [0] * horizon, [0] * horizon
-    for sample in samples:
-        b = pack(sample, "global", random.Random(0), states_per_block=0, horizon=horizon)
-        logits = model(input_ids=b["input_ids"][None], position_ids=b["position_ids"][None],
-                       attention_mask=b["mask"][None, None]).logits[0]  # (L, V)
-        target = b["input_ids"][b["teacher_index"] + 1]  # the answer token each student position must predict
-        right = (logits[b["student_index"]].argmax(-1) == target).tolist()
-        prev, d = None, 0
-        for i, ok in zip(b["student_index"].tolist(), right):
-            same_state = prev == i - 1 and bool(b["mask"][i, i - 1])  # a state's tokens see each other
-            d, prev = (d + 1 if same_state else 0), i
-            hits[d] += ok
-            counts[d] += 1
-    return [h / max(c, 1) for h, c in zip(hits, counts)], counts[0]
 
 
 def held_out_trajectories(args, folder: str) -> str:

@@ -402,11 +402,20 @@ def collect(**kwargs):
 @click.option("--mixed-precision", type=click.Choice(["auto", "bf16", "no"]), default="auto", show_default=True,
               help="bf16 autocast over fp32 weights (auto: on CUDA with bf16, or on a CPU with AMX).")
 @click.option("--resume", is_flag=True, help="Continue from the last Trainer checkpoint in OUT/trainer.")
-def train(**kwargs):
+@click.option("--snapshots", default="", help="A data-scaling run, e.g. 128,256,512,1024: one epoch over the first "
+              "1024 samples at a constant rate, writing OUT/nN after N samples (each equals a training on N alone).")
+def train(snapshots, **kwargs):
     """Consistency-train a model on trajectories (transformers Trainer; `accelerate launch` for several GPUs)."""
     from harness.cllm.train import TrainConfig, train as train_
 
-    train_(TrainConfig(**kwargs), echo=click.echo)
+    train_(TrainConfig(snapshots=_numbers(snapshots, "--snapshots", "128,256,512,1024"), **kwargs), echo=click.echo)
+
+
+def _numbers(text: str, option: str, example: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise HarnessError(f"{option} must be numbers separated by commas, e.g. {example} (got {text!r})") from None
 
 
 @main.command()
@@ -448,12 +457,33 @@ def measure(block_sizes, **kwargs):
     """Tokens per step of a CLLM checkpoint per block size on held-out questions (untimed; resumable)."""
     from harness.cllm.measure import MeasureConfig, measure as measure_
 
-    try:
-        sizes = tuple(int(x) for x in block_sizes.split(",") if x.strip())
-    except ValueError:
-        raise HarnessError(f"--block-sizes must be numbers separated by commas, e.g. 4,8,16 (got {block_sizes!r})") from None
-    result = measure_(MeasureConfig(block_sizes=sizes, **kwargs), echo=click.echo)
+    result = measure_(MeasureConfig(block_sizes=_numbers(block_sizes, "--block-sizes", "4,8,16"), **kwargs), echo=click.echo)
     click.echo(result.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+@cllm.command()
+@click.option("--checkpoint", "checkpoints", multiple=True, required=True,
+              help="CLLM checkpoint (alias or directory), repeatable; each at the block size its cllm.json records.")
+@click.option("--base", default="smollm2-135m", show_default=True, help="The checkpoints' base model (the zero-data point).")
+@click.option("--task", default="gsm8k", show_default=True)
+@click.option("--limit", type=int, default=40, show_default=True, help="The first N *test* questions.")
+@click.option("--max-new-tokens", type=int, default=256, show_default=True)
+@click.option("--data-dir", envvar="HARNESS_DATA_DIR", type=click.Path(file_okay=False),
+              help="Benchmark data (env HARNESS_DATA_DIR).")
+@click.option("--engine", type=click.Choice(["eager", "compiled"]), default="eager", show_default=True,
+              help="Engine the tokens/step are counted on (untimed).")
+@click.option("--profile", type=click.Path(dir_okay=False), help="`harness profile` CSV: break-even and expected speedup.")
+@click.option("--profile-engine", type=click.Choice(["eager", "compiled"]), default="compiled", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False),
+              help="study.csv/.md/.png and the resumable measurements behind them.")
+def study(checkpoints, **kwargs):
+    """Block size and training data against tokens/step and hit rates, per checkpoint (untimed; resumable)."""
+    from harness.cllm.study import StudyConfig, study as study_
+
+    table = study_(StudyConfig(checkpoints=checkpoints, **kwargs), echo=click.echo)
+    click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    click.echo(f"wrote {kwargs['out_dir']}/study.csv, study.md, study.png")
 
 
 if __name__ == "__main__":  # python -m harness.cli (runs this checkout's code, not an installed copy)

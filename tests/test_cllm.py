@@ -226,11 +226,7 @@ def test_lora_checkpoint_round_trip(tiny, tmp_path):
     with torch.no_grad():
         want = peft(x).logits
     header = {"model": "tiny-random", "block_size": 8}
-
-    class Result:
-        global_step = 0
-
-    save(peft, base, tmp_path / "ck", TrainConfig(data="d", out=str(tmp_path / "ck")), header, [], Result(), [], 0.0)
+    save(peft, base, tmp_path / "ck", TrainConfig(data="d", out=str(tmp_path / "ck")), header, [], 0, [], 0.0)
     loaded = load_model(str(tmp_path / "ck"))
     with torch.no_grad():
         got = loaded.model(x).logits

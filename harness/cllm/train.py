@@ -59,6 +59,7 @@ class TrainConfig:
     save_steps: int = 100
     resume: bool = False
     mixed_precision: str = "auto"  # bf16 autocast over fp32 weights: auto = on CUDA with bf16, or a CPU with AMX
+    snapshots: tuple[int, ...] = ()  # a data-scaling run: checkpoints after N samples (see snapshot_order)
 
 
 def use_bf16(mode: str, device: torch.device) -> bool:
@@ -70,6 +71,25 @@ def use_bf16(mode: str, device: torch.device) -> bool:
         return torch.cuda.is_bf16_supported()
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     return bool(amx())  # bf16 matmuls on AMX are several times faster than fp32 on CPU
+
+
+def snapshot_order(n_samples: int, snapshots: tuple[int, ...], seed: int) -> list[int]:
+    """Sample indices for a data-scaling run: the first max(snapshots) samples, shuffled within each stretch between
+    consecutive snapshot sizes (each with its own seeded shuffle). Under a constant learning rate the checkpoint
+    after N samples is then exactly a one-epoch training on the first N samples alone: those come first, in the
+    order a run over N would see them, so one run gives every point of the curve for the price of the largest."""
+    sizes = sorted(set(snapshots))
+    if not sizes or sizes[0] < 1:
+        raise HarnessError("--snapshots must be positive sample counts, e.g. 128,256,512,1024")
+    if sizes[-1] > n_samples:
+        raise HarnessError(f"--snapshots asks for {sizes[-1]} samples but the trajectories hold {n_samples}; "
+                           "collect more (harness cllm collect --limit N resumes the file)")
+    order = []
+    for lo, hi in zip([0] + sizes[:-1], sizes):
+        stretch = list(range(lo, hi))
+        random.Random(f"{seed}:{lo}:{hi}").shuffle(stretch)
+        order += stretch
+    return order
 
 
 def group_samples(records: list[dict]) -> list[dict]:
@@ -165,6 +185,17 @@ def cllm_losses(model, batch: dict, ar_weight: float, inner=None) -> tuple[torch
                                           "positions": int(batch["student_index"].numel())}
 
 
+def _snapshot_callback(write, snapshots: tuple[int, ...], samples_per_step: int):
+    from transformers import TrainerCallback
+
+    class Snapshots(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step * samples_per_step in snapshots:
+                write(state.global_step * samples_per_step, state.global_step)
+
+    return Snapshots()
+
+
 class PackedSamples(torch.utils.data.Dataset):
     def __init__(self, samples, loss, seed, states_per_block=1, horizon=0):
         self.samples, self.loss, self.rng = samples, loss, random.Random(seed)
@@ -217,6 +248,14 @@ def train(cfg: TrainConfig, echo=print) -> Path:
     if not records:
         raise HarnessError(f"{cfg.data} holds no trajectories")
     samples = group_samples(records)
+    if cfg.snapshots:
+        if cfg.epochs != 1 or cfg.max_steps != -1:
+            raise HarnessError("--snapshots trains one epoch over the largest snapshot (drop --epochs/--max-steps)")
+        if any(n % cfg.grad_accum for n in cfg.snapshots):
+            raise HarnessError(f"every --snapshots size must be a multiple of --grad-accum {cfg.grad_accum}")
+        if launched()[1] > 1:
+            raise HarnessError("--snapshots runs in one process (its checkpoints are written between steps)")
+        samples = [samples[i] for i in snapshot_order(len(samples), cfg.snapshots, cfg.seed)]
     base = cfg.model or header["model"]
     device = resolve_device(cfg.device)
     bf16 = use_bf16(cfg.mixed_precision, device)
@@ -244,8 +283,13 @@ def train(cfg: TrainConfig, echo=print) -> Path:
     cuda = device.type == "cuda"
     args = TrainingArguments(
         output_dir=str(out / "trainer"), per_device_train_batch_size=1, gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, lr_scheduler_type="cosine",
-        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        # A data-scaling run holds its rate after a warm-up fixed in steps (a ratio of the smallest snapshot), so
+        # every snapshot saw the schedule a run of its own size would; otherwise cosine with a warm-up ratio.
+        lr_scheduler_type="constant_with_warmup" if cfg.snapshots else "cosine",
+        warmup_steps=max(1, round(cfg.warmup_ratio * min(cfg.snapshots) / cfg.grad_accum)) if cfg.snapshots
+        else cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        train_sampling_strategy="sequential" if cfg.snapshots else "random",
         logging_steps=10, save_steps=cfg.save_steps, save_total_limit=2,
         report_to=[], remove_unused_columns=False, seed=cfg.seed, use_cpu=not cuda,
         bf16=bf16 and not frozen_bf16 and lm.dtype == torch.float32, dataloader_num_workers=0,
@@ -255,8 +299,17 @@ def train(cfg: TrainConfig, echo=print) -> Path:
     trainer = _trainer_class()(model=model, args=args, train_dataset=dataset,
                                data_collator=lambda batch: batch[0])
     trainer.ar_weight = cfg.ar_weight
-    resume = cfg.resume and any((out / "trainer").glob("checkpoint-*"))
     t0 = time.perf_counter()
+    if cfg.snapshots:
+        def write_snapshot(n: int, steps: int):
+            folder = out / f"n{n}"
+            if (folder / CARD).exists():
+                return  # written before an interruption; the resumed run passes this step again
+            history = [h for h in trainer.state.log_history if "loss" in h]
+            save(model, lm, folder, cfg, header, samples[:n], steps, history, time.perf_counter() - t0)
+            echo(f"snapshot after {n} samples: {folder}")
+        trainer.add_callback(_snapshot_callback(write_snapshot, cfg.snapshots, cfg.grad_accum))
+    resume = cfg.resume and any((out / "trainer").glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     history = [h for h in trainer.state.log_history if "loss" in h]
     # Under a launcher: the ranks must hold the same weights (DDP); the full state dict is gathered from
@@ -266,7 +319,8 @@ def train(cfg: TrainConfig, echo=print) -> Path:
     processes = ranks_agree(acc, model)
     state_dict = acc.get_state_dict(trainer.model_wrapped)
     if acc.is_main_process:
-        save(model, lm, out, cfg, header, samples, result, history, time.perf_counter() - t0, state_dict, processes)
+        save(model, lm, out, cfg, header, samples, result.global_step, history, time.perf_counter() - t0, state_dict,
+             processes)
         echo(f"checkpoint: {out} ({len(samples)} samples, {result.global_step} steps"
              + (f", {acc.num_processes} processes" if acc.num_processes > 1 else "") + ")")
     acc.wait_for_everyone()
@@ -300,7 +354,7 @@ def ranks_agree(acc, model) -> dict | None:
             "weights_sha256": digests}
 
 
-def save(model, lm, out: Path, cfg: TrainConfig, header, samples, result, history, seconds, state_dict=None,
+def save(model, lm, out: Path, cfg: TrainConfig, header, samples, steps: int, history, seconds, state_dict=None,
          processes: dict | None = None) -> None:
     """The checkpoint: the adapter (bfloat16) or the full model with its tokenizer, and cllm.json. `state_dict`
     (from accelerate's get_state_dict, which gathers sharded weights) is written instead of model's own."""
@@ -313,7 +367,7 @@ def save(model, lm, out: Path, cfg: TrainConfig, header, samples, result, histor
         lm.tokenizer.save_pretrained(str(out))
     card = {"base_model": cfg.model or header["model"], "kind": "lora" if cfg.lora else "full",
             "block_size": header["block_size"], "recipe": {**asdict(cfg), "trajectories": header,
-            "samples": len(samples), "steps": result.global_step, "train_seconds": round(seconds, 1),
+            "samples": len(samples), "steps": steps, "train_seconds": round(seconds, 1),
             "final_log": history[-1] if history else None}}
     if processes:
         card["recipe"]["processes"] = processes

@@ -1,0 +1,92 @@
+"""The CLLM data-scaling run (snapshots equal separate trainings) and the study table, on tiny-random."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+
+from harness import HarnessError
+from harness.cllm.study import StudyConfig, study
+from harness.cllm.train import TrainConfig, snapshot_order, train
+from harness.cllm.trajectories import CollectConfig, collect
+
+QUESTIONS = ["Ann has 2 cats and 3 dogs. How many pets?", "What is 6 times 7?", "A train goes 60 km in 1 h. Speed?",
+             "Tom reads 5 pages a day. Pages in a week?", "Half of 18 is?", "Is 9 odd?"]
+quiet = dict(echo=lambda *a: None)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, write_gsm8k):
+    return write_gsm8k(tmp_path_factory.mktemp("data"), [{"question": q, "answer": "#### 1"} for q in QUESTIONS])
+
+
+@pytest.fixture(scope="module")
+def trajectories(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("traj") / "t.jsonl"
+    collect(CollectConfig(out=str(out), model="tiny-random", data_dir=str(data_dir), block_size=4, max_new_tokens=24,
+                          batch_size=3, clean=False), **quiet)
+    return out
+
+
+def test_snapshot_order_puts_each_smaller_run_first_in_its_own_order():
+    big = snapshot_order(10, (2, 4, 8), seed=0)
+    assert sorted(big) == list(range(8))
+    assert sorted(big[:2]) == [0, 1] and sorted(big[2:4]) == [2, 3] and sorted(big[4:]) == list(range(4, 8))
+    assert big[:4] == snapshot_order(10, (2, 4), seed=0)  # the run over 4 samples sees them in the same order
+    assert snapshot_order(10, (8,), seed=0) != snapshot_order(10, (8,), seed=1)
+    with pytest.raises(HarnessError, match="hold 10"):
+        snapshot_order(10, (4, 16), seed=0)
+    with pytest.raises(HarnessError, match="positive"):
+        snapshot_order(10, (0, 4), seed=0)
+
+
+def test_a_snapshot_equals_a_training_on_that_many_samples_alone(trajectories, tmp_path):
+    cfg = dict(data=str(trajectories), lr=3e-3, save_steps=1000, states_per_block=0, horizon=2, lora_rank=4)
+    train(TrainConfig(out=str(tmp_path / "big"), snapshots=(3, 6), **cfg), **quiet)
+    train(TrainConfig(out=str(tmp_path / "small"), snapshots=(3,), **cfg), **quiet)
+    weights = {k: load_file(str(tmp_path / k / "adapter_model.safetensors"))
+               for k in ("big/n3", "big/n6", "small/n3", "big")}
+    for name, w in weights["small/n3"].items():
+        assert weights["big/n3"][name].equal(w), name  # the same steps on the same samples in the same order
+    assert any(not weights["big/n6"][k].equal(w) for k, w in weights["big/n3"].items())  # three more steps
+    assert all(weights["big"][k].equal(w) for k, w in weights["big/n6"].items())  # the last snapshot is the run
+    card = json.loads((tmp_path / "big" / "n3" / "cllm.json").read_text())
+    assert card["recipe"]["samples"] == 3 and card["recipe"]["steps"] == 3 and card["recipe"]["snapshots"] == [3, 6]
+    assert json.loads((tmp_path / "big" / "n6" / "cllm.json").read_text())["recipe"]["samples"] == 6
+
+
+def test_snapshot_runs_refuse_what_would_break_the_equality(trajectories, tmp_path):
+    with pytest.raises(HarnessError, match="one epoch"):
+        train(TrainConfig(data=str(trajectories), out=str(tmp_path / "a"), snapshots=(2,), epochs=2), **quiet)
+    with pytest.raises(HarnessError, match="multiple of --grad-accum"):
+        train(TrainConfig(data=str(trajectories), out=str(tmp_path / "b"), snapshots=(3,), grad_accum=2), **quiet)
+    with pytest.raises(HarnessError, match="holds 6|hold 6"):
+        train(TrainConfig(data=str(trajectories), out=str(tmp_path / "c"), snapshots=(64,)), **quiet)
+
+
+def test_study_measures_each_checkpoint_and_the_base_on_the_same_questions(trajectories, data_dir, tmp_path):
+    ck = tmp_path / "ck"
+    train(TrainConfig(data=str(trajectories), out=str(ck), snapshots=(2, 4), lr=3e-3, save_steps=1000,
+                      states_per_block=0, horizon=2, lora_rank=4), **quiet)
+    profile = tmp_path / "profile.csv"
+    pd.DataFrame({"engine": ["compiled"] * 3, "width": [1, 4, 8], "break_even_tokens_per_step": [1.0, 1.2, 1.6]}) \
+        .to_csv(profile, index=False)
+    cfg = StudyConfig(checkpoints=(str(ck / "n2"), str(ck / "n4")), out_dir=str(tmp_path / "study"), base="tiny-random",
+                      limit=3, max_new_tokens=12, data_dir=str(data_dir), profile=str(profile))
+    table = study(cfg, **quiet)
+    assert list(table["samples"]) == [0, 2, 4] and set(table["block_size"]) == {4}
+    assert (table["questions"] == 3).all() and (table["tokens_per_step"] >= 1).all()
+    assert table["d1"].between(0, 1).all() and (table["states"] > 0).all()
+    assert table["break_even"].tolist() == pytest.approx([1.3] * 3)  # t(5)/t(1) between the widths 4 and 8
+    assert table["expected_speedup"].tolist() == pytest.approx((table["tokens_per_step"] / 1.3).tolist(), abs=1e-3)
+    for name in ("study.csv", "study.md", "study.png"):
+        assert (tmp_path / "study" / name).stat().st_size > 0
+    measured = sorted(p.name for p in (tmp_path / "study" / "measure").iterdir())
+    assert len(measured) == 3
+    said = []
+    study(cfg, echo=said.append)  # everything measured already: the rows are reused, not decoded again
+    assert any("3 of 3" in s for s in said)
+    with pytest.raises(HarnessError, match="not a CLLM checkpoint"):
+        study(StudyConfig(checkpoints=("tiny-random",), out_dir=str(tmp_path / "x"), base="other"), **quiet)
