@@ -146,8 +146,10 @@ def markdown(table: pd.DataFrame, cfg: StudyConfig) -> str:
            [c for c in ("break_even", "expected_speedup") if c in table]
     t = table.sort_values(["block_size", "samples", "epochs"])[cols]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in t.itertuples(index=False):
-        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |")
+    fmt = {"epochs": "{:g}", "train_minutes": "{:.1f}"}
+    for r in t.to_dict("records"):
+        lines.append("| " + " | ".join(fmt.get(c, "{:.3f}").format(r[c]) if isinstance(r[c], float) else str(r[c])
+                                       for c in cols) + " |")
     head = (f"CLLM study: {cfg.limit} {cfg.task} test questions, {cfg.max_new_tokens} new tokens, Jacobi at each "
             f"checkpoint's block size (base model: samples 0). d1..d4: argmax hit rate at distance 1..4 past a state's "
             f"first wrong token. " + (f"break_even: t(n+1)/t(1) on the {cfg.profile_engine} engine from {cfg.profile}."
