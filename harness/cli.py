@@ -12,7 +12,7 @@ import sys
 import click
 
 from harness import HarnessError
-from harness.text import text_table
+from harness.text import positive_ints, text_table
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -408,14 +408,8 @@ def train(snapshots, **kwargs):
     """Consistency-train a model on trajectories (transformers Trainer; `accelerate launch` for several GPUs)."""
     from harness.cllm.train import TrainConfig, train as train_
 
-    train_(TrainConfig(snapshots=_numbers(snapshots, "--snapshots", "128,256,512,1024"), **kwargs), echo=click.echo)
-
-
-def _numbers(text: str, option: str, example: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise HarnessError(f"{option} must be numbers separated by commas, e.g. {example} (got {text!r})") from None
+    sizes = positive_ints(snapshots, "--snapshots", "128,256,512,1024") if snapshots else ()
+    train_(TrainConfig(snapshots=sizes, **kwargs), echo=click.echo)
 
 
 @main.command()
@@ -457,7 +451,7 @@ def measure(block_sizes, **kwargs):
     """Tokens per step of a CLLM checkpoint per block size on held-out questions (untimed; resumable)."""
     from harness.cllm.measure import MeasureConfig, measure as measure_
 
-    result = measure_(MeasureConfig(block_sizes=_numbers(block_sizes, "--block-sizes", "4,8,16"), **kwargs), echo=click.echo)
+    result = measure_(MeasureConfig(block_sizes=positive_ints(block_sizes, "--block-sizes", "4,8,16"), **kwargs), echo=click.echo)
     click.echo(result.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 

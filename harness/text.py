@@ -1,8 +1,23 @@
-"""Plain-text tables for the terminal, in one place: `harness run`'s summary, the leaderboard, the listings.
+"""Plain text in one place: tables for the terminal (`harness run`'s summary, the leaderboard, the listings) and
+the comma-separated numbers options take.
 
     print(text_table(["method", "n"], [["jacobi", "20"], ["ar", "20"]], right={1}))
+    positive_ints("4,8,16", "--block-sizes", "4,8,16")  # (4, 8, 16)
 """
 from __future__ import annotations
+
+from harness import HarnessError
+
+
+def positive_ints(text: str, option: str, example: str) -> tuple[int, ...]:
+    """"1,2,4" -> (1, 2, 4), sorted and unique; anything but positive integers is a one-line HarnessError."""
+    try:
+        numbers = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise HarnessError(f"{option} {text!r}: expected positive integers separated by commas, e.g. {example}") from None
+    if not numbers or min(numbers) < 1:
+        raise HarnessError(f"{option} {text!r}: every number must be a positive integer, e.g. {example}")
+    return tuple(sorted(set(numbers)))
 
 
 def text_table(header: list[str] | None, rows: list[list[str]], right: set[int] = frozenset(), gap: int = 2) -> str:

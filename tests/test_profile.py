@@ -13,7 +13,7 @@ from harness.cli import main
 from harness.engine.models import tiny_random
 from harness.orchestration.profile import COLUMNS, measure
 from harness.engine.records import hardware
-from harness.analysis.markdown import profile_lines
+from harness.analysis.markdown import find_profile, profile_markdown
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -85,6 +85,10 @@ def write_profile(folder, label, model, ms=(10.0, 30.0)):
     stem.with_suffix(".json").write_text(json.dumps({
         "hardware": {"label": label}, "model": model, "dtype": "float32", "context": 256, "repeats": 20,
         "created": "2026-11-30 12:00"}))
+
+
+def profile_lines(model, hardware, out):
+    return profile_markdown(find_profile(model, hardware, out))
 
 
 def test_report_shows_the_profile_of_its_hardware(tmp_path):

@@ -132,11 +132,6 @@ def find_profile(model: str, hardware: str, out: Path):
     return cond, table
 
 
-def profile_lines(model: str, hardware: str, out: Path) -> list[str]:
-    """The forward-cost table of find_profile as Markdown; [] when none was measured here."""
-    return profile_markdown(find_profile(model, hardware, out))
-
-
 def profile_markdown(found) -> list[str]:
     """A (conditions, table) profile as the report's Markdown section; [] for None."""
     if found is None:

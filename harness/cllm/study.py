@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from harness import HarnessError
+from harness.analysis.plots import save_png
 from harness.cllm.measure import MeasureConfig, measure
 from harness.cllm.train import group_samples, pack
 from harness.cllm.trajectories import CollectConfig, collect, read_trajectories
@@ -134,7 +135,7 @@ def study(cfg: StudyConfig, echo=print) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     table.to_csv(out / "study.csv", index=False)
     (out / "study.md").write_text(markdown(table, cfg))
-    (out / "study.png").write_bytes(plot(table))
+    save_png(plot(table), out / "study.png")
     write_json_atomic(out / "study.json", {"config": {k: (list(v) if isinstance(v, tuple) else v)
                                                       for k, v in cfg.__dict__.items()}})
     return table
@@ -157,12 +158,8 @@ def markdown(table: pd.DataFrame, cfg: StudyConfig) -> str:
     return head + "\n\n" + "\n".join(lines) + "\n"
 
 
-def plot(table: pd.DataFrame) -> bytes:
-    import io
-
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot(table: pd.DataFrame):
+    import matplotlib.pyplot as plt  # harness.analysis.plots has chosen the Agg backend
 
     xs = sorted(table["samples"].unique())
     where = {s: i for i, s in enumerate(xs)}
@@ -187,8 +184,5 @@ def plot(table: pd.DataFrame) -> bytes:
         ax.grid(alpha=0.3)
     left.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return fig
 

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from harness import HarnessError
+from harness.text import positive_ints
 from harness.engine.generate import sync
 
 DEFAULT_WIDTHS = (1, 2, 4, 8, 16, 32)
@@ -27,13 +28,7 @@ COLUMNS = ["engine", "width", "ms_median", "ms_p10", "ms_p90", "break_even_token
 
 def parse_widths(text: str) -> tuple[int, ...]:
     """"1,2,4" -> (1, 2, 4), sorted and unique; anything but positive integers is a HarnessError."""
-    try:
-        widths = [int(w) for w in text.split(",") if w.strip()]
-    except ValueError:
-        raise HarnessError(f"--widths {text!r}: expected positive integers separated by commas, e.g. 1,2,4,8") from None
-    if not widths or min(widths) < 1:
-        raise HarnessError(f"--widths {text!r}: every width must be a positive integer (tokens per forward)")
-    return tuple(sorted(set(widths)))
+    return positive_ints(text, "--widths", "1,2,4,8 (tokens per forward)")
 
 
 @dataclass(frozen=True)
