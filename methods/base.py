@@ -85,10 +85,11 @@ class Decoder:
         each, and pads a narrower forward to the next one). Empty: not known in advance."""
         return ()
 
-    def reserve(self, positions: int) -> bool:
+    def reserve(self, positions: int, fit: bool = False) -> bool:
         """Make room for a request of `positions` in every engine this decoder runs on (a CLLM checkpoint's and a
-        draft model's are engines of their own); True when one had to grow (then warm up again)."""
-        return self.engine.reserve(positions)
+        draft model's are engines of their own); True when one changed size (then warm up again). fit=True sizes
+        them to it (Engine.reserve)."""
+        return self.engine.reserve(positions, fit)
 
     def warm_up(self, progress=None) -> float:
         """Compile every forward this decoder will run (an eager engine does nothing); seconds spent."""

@@ -38,8 +38,8 @@ class Drafter:
         """Compile the drafter's forwards ahead of the timed requests; seconds spent."""
         return 0.0
 
-    def reserve(self, positions: int) -> bool:
-        """Make room for a request of `positions` in the drafter's engine, if it has one; True when it grew."""
+    def reserve(self, positions: int, fit: bool = False) -> bool:
+        """Make room for a request of `positions` in the drafter's engine, if it has one; True when it changed size."""
         return False
 
     def propose(self, committed: Sequence[int], k: int, temperature: float):
@@ -120,8 +120,8 @@ class ModelDrafter(Drafter):
     def warm_up(self, progress=None):
         return self.engine.warm_up((1, 2), progress=progress)  # a draft feeds 1 token, 2 after a correction
 
-    def reserve(self, positions):
-        return self.engine.reserve(positions)
+    def reserve(self, positions, fit=False):
+        return self.engine.reserve(positions, fit)
 
     def _load(self, spec):
         if self.loader is None:

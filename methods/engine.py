@@ -27,6 +27,7 @@ from methods.batch import BatchCache
 
 log = logging.getLogger(__name__)
 ENGINES = ("eager", "compiled")
+CACHE_GRAIN = 64  # a fitted static cache's size is a multiple of this many positions
 
 
 class Engine:
@@ -63,9 +64,10 @@ class Engine:
         """Compile what a run will use (nothing to do eagerly); returns the seconds spent."""
         return 0.0
 
-    def reserve(self, positions: int) -> bool:
+    def reserve(self, positions: int, fit: bool = False) -> bool:
         """Make room for a request of `positions` (prompt, new tokens and the widest forward); True when the
-        engine had to rebuild (then warm up again). A dynamic cache always has room."""
+        engine had to rebuild (then warm up again). fit=True sizes the cache to `positions` (rounded up to
+        CACHE_GRAIN), smaller or bigger: a run does so once for its longest request. A dynamic cache always has room."""
         return False
 
     def describe(self) -> dict:
@@ -131,11 +133,17 @@ class CompiledEngine(Engine):
     def like(self, model):
         return type(self)(model, self.max_len, self.autotune)
 
-    def reserve(self, positions: int) -> bool:
-        """Make the cache hold `positions`; True when it had to grow (graphs then recompile: warm up again)."""
-        if positions <= self.max_len:
+    def reserve(self, positions: int, fit: bool = False) -> bool:
+        """Make the cache hold `positions`; True when it changed size (graphs then recompile: warm up again).
+
+        Every forward attends over the whole static cache, so its size is paid on every step (SmolLM2-135M on
+        the 2-core CPU after 250 cached tokens: 1024 positions cost 1.19x what 448 do per one-token forward,
+        1.24x per 5-token one; docs/engine.md). So a run fits the cache to its longest request (fit=True: rounded
+        up to CACHE_GRAIN, smaller or bigger), and a request that outgrows it grows it (by 256 positions)."""
+        size = -(-positions // CACHE_GRAIN) * CACHE_GRAIN
+        if (size == self.max_len) if fit else (positions <= self.max_len):
             return False
-        self.max_len = -(-positions // 256) * 256
+        self.max_len = size if fit else -(-positions // 256) * 256
         self._cache, self._graphs = None, {}
         torch._dynamo.reset()  # the old graphs are bound to the old cache tensors
         return True

@@ -53,8 +53,8 @@ class Speculative(Decoder):
         k = self.options.k
         return (1, k + 1) if not self.options.adaptive else tuple(sorted({1, 2, 4, 8, 16, k + 1}))
 
-    def reserve(self, positions: int) -> bool:
-        return bool(super().reserve(positions) | self.drafter.reserve(positions))
+    def reserve(self, positions: int, fit: bool = False) -> bool:
+        return bool(super().reserve(positions, fit) | self.drafter.reserve(positions, fit))
 
     def warm_up(self, progress=None) -> float:
         return super().warm_up(progress) + self.drafter.warm_up(progress)

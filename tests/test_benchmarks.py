@@ -13,7 +13,9 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_"))
 TINY = ["--model", "tiny-random", "--limit", "1", "--max-new-tokens", "8"]
 EXTRA = {"ar_vs_generate.py": ["--no-gate", "--repeats", "1"],  # timing gates make no sense on a smoke run
-         "gpu_check.py": ["--device", "cpu", "--engines", "eager"]}  # tests/test_engine.py covers compiling
+         "gpu_check.py": ["--device", "cpu", "--engines", "eager"],
+         "cache_size.py": ["--no-autotune", "--sizes", "64,128", "--context", "20", "--widths", "1,3",
+                           "--rounds", "2", "--repeats", "2"]}  # tests/test_engine.py covers compiling
 EXPECT = {  # a line of each script's table
     "sandbox_overhead.py": "per program (median of",
     "ar_vs_generate.py": "ar / generate tokens/s ratio",
@@ -21,6 +23,7 @@ EXPECT = {  # a line of each script's table
     "speculative_vs_transformers.py": "draft model (first 1 of the target's 2 layers",
     "cllm_distance_accuracy.py": "tiny-random: 1 samples",
     "gpu_check.py": "gpu_check: lossless OK",
+    "cache_size.py": "| 3 tokens |",
 }
 QUESTIONS = [{"question": "Tom has 3 apples and buys 2 more. How many apples does he have?", "answer": "3 + 2 = 5\n#### 5"},
              {"question": "What is 6 times 7?", "answer": "6 * 7 = 42\n#### 42"}]

@@ -82,10 +82,25 @@ def test_the_cache_grows_when_a_request_needs_more_room(loopy):
     assert generate(d, ids, 20, NO_STOP).tokens == ref
 
 
+def test_a_run_fits_the_cache_to_its_longest_request_smaller_or_bigger(loopy):
+    model, tok = loopy
+    engine = CompiledEngine(model, max_len=1024, autotune=False)
+    assert engine.reserve(70, fit=True) and engine.max_len == 128  # rounded up to CACHE_GRAIN (64)
+    assert not engine.reserve(100, fit=True) and not engine.reserve(128)  # same size: the graphs stay
+    assert engine.reserve(129) and engine.max_len == 256  # a request that outgrows it grows it
+    assert engine.reserve(40, fit=True) and engine.max_len == 64
+    d = build("jacobi", {"block_size": "2"}, model, engine)
+    d.warm_up()
+    ids = encode(tok, "hello world")
+    ref = generate(build("ar", {}, model, Engine(model)), ids, 20, NO_STOP).tokens
+    assert generate(d, ids, 20, NO_STOP).tokens == ref
+
+
 def test_a_decoder_reserves_room_in_its_draft_models_engine_too(loopy):
     model, _ = loopy
     d = build("speculative", {"draft": "layerskip:1"}, model, CompiledEngine(model, max_len=16, autotune=False))
     assert d.reserve(300) and d.engine.max_len >= 300 and d.drafter.engine.max_len >= 300 and not d.reserve(100)
+    assert d.reserve(100, fit=True) and d.engine.max_len == d.drafter.engine.max_len == 128
 
 
 def test_a_request_longer_than_the_cache_is_a_clear_error(loopy):

@@ -22,7 +22,7 @@ from harness.evaluation.lm_tasks import common
 from harness.evaluation.lm_tasks.humaneval import utils as he
 from harness.evaluation.lm_tasks.spider import utils as spider
 from harness.engine.models import load_model
-from harness.engine.session import RunConfig, Session, build_decoder, encode
+from harness.engine.session import Request, RunConfig, Session, build_decoder, encode
 from harness.analysis.summary import accuracy_stats
 from harness.evaluation.tasks import TASKS
 from tests.test_judge import PROMPTS, server  # noqa: F401  (server is a fixture)
@@ -258,6 +258,33 @@ def test_multi_turn_conditions_the_second_turn_on_the_methods_own_answer(tiny, t
     replay = make_replay_lm({(d, t): r["output"] for (m, t), r in rows.items() if m == "ar" for d in ["5"]})
     assert json.loads(replay.generate_until(
         [instance("Hi there", {"multi_turn": True}, 5, doc)])[0]) == [rows["ar", 1]["output"], rows["ar", 2]["output"]]
+
+
+def test_a_run_sizes_the_compiled_cache_for_its_longest_request_before_any_work(tiny):
+    session = Session(RunConfig(method="jacobi", prompts="x", model="tiny-random", engine="compiled",
+                                max_new_tokens=64, options={"block_size": "4"}), tiny)
+    prepared = harness.engine.session.prepare(tiny, [Request("a", "hi"), Request("b", "a longer prompt " * 20)],
+                                              session.cfg)
+    longest = max(p.input_ids.shape[1] for p in prepared) + 64 + 5  # + max_new_tokens + the widest forward (4 + 1)
+    assert max(session.decoders(None)["jacobi"][0].widths()) == 5
+    session.fit_cache(prepared)
+    assert session.engine.max_len == -(-longest // 64) * 64 < 1024  # the engine's default size
+    session.fit_cache(prepared, later=[0, 300])  # a conversation's later turns
+    assert session.engine.max_len == -(-(longest + 300) // 64) * 64
+
+
+def test_the_room_kept_for_a_conversations_later_turns_holds_them(tiny, tmp_path):
+    session = session_for(tiny, tmp_path)
+    lm, doc = HarnessLM(session), {"turns": ["Hi there", "Say more", "And more"]}
+    req = instance("Hi there", {"until": [], "max_gen_toks": 6, "multi_turn": True}, 5, doc)
+    first = lm._prepare("5", [{"role": "user", "content": "Hi there"}], req.args[1])
+    answer = tiny.tokenizer.decode(tiny.tokenizer("Sure, here is one more line")["input_ids"][:6])  # a full answer
+    convo = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": answer},
+             {"role": "user", "content": "Say more"}, {"role": "assistant", "content": answer},
+             {"role": "user", "content": "And more"}]
+    last = len(encode(tiny, convo, False))
+    assert last - first.input_ids.shape[1] <= lm._later_turns(req, first) <= last - first.input_ids.shape[1] + 6
+    assert lm._later_turns(instance("Hi", {"max_gen_toks": 6}), first) == 0  # single-turn
 
 
 # ---- the CLI, end to end on tiny-random ----

@@ -95,14 +95,16 @@ def measure(cfg: MeasureConfig, echo=print) -> pd.DataFrame:
         echo(f"resuming {out}: {len(done)} of {len(done) + len(todo)} decodes already measured")
     make_dir(out.parent)
     decoders = {}
+    ids = {text: encode(lm, [{"role": "user", "content": text}], lm.chat) for _, _, text in todo}
+    longest = max(map(len, ids.values()), default=0)
     with open(out, "a", encoding="utf-8") as f, tqdm(total=len(todo), desc="measure", unit="question") as bar:
         for n, sid, text in todo:
             if n not in decoders:  # one checkpoint load per block size (the loader caches nothing)
                 decoders = {n: build_decoder("cllm", {"checkpoint": cfg.checkpoint, "block_size": str(n)}, lm.model,
                                              engine=make_engine(cfg.engine, lm.model))[0]}
+                decoders[n].reserve(longest + cfg.max_new_tokens + max(decoders[n].widths()), fit=True)
                 decoders[n].warm_up()
-            ids = torch.tensor([encode(lm, [{"role": "user", "content": text}], lm.chat)], device=lm.device)
-            g = generate(decoders[n], ids, cfg.max_new_tokens, stopper)
+            g = generate(decoders[n], torch.tensor([ids[text]], device=lm.device), cfg.max_new_tokens, stopper)
             row = {**{k: getattr(cfg, k) for k in SETTINGS}, "block_size": n, "sample_id": sid,
                    "new_tokens": len(g.tokens), "steps": len(g.step_tokens), "max_repeat_run": longest_run(g.tokens)}
             f.write(json.dumps(row) + "\n")

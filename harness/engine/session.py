@@ -277,6 +277,21 @@ class Session:
     def is_done(self, doc_id: str, turn: int = 1) -> bool:
         return all((n, doc_id, turn) in self.done for n in self.names)
 
+    def fit_cache(self, prepared: list[Prepared], later: list[int] | None = None) -> None:
+        """Size every engine's static cache once, for this run's longest request, before any warm-up: a forward
+        attends over the whole cache, so one bigger than the run needs slows every step (Engine.reserve).
+        `later[i]`: the positions request i's later turns may add (a conversation); a request that still
+        outgrows the cache grows it (run_pair)."""
+        if not prepared:
+            return
+        decoders = self.decoders(None)
+        widest = max((w for d, _ in decoders.values() for w in d.widths()), default=1)
+        slack = widest * (2 if self.cfg.batch_size > 1 else 1)  # batched rows' holes need slack (run_batch)
+        later = later or [0] * len(prepared)
+        room = max(p.input_ids.shape[1] + p.max_new_tokens + extra for p, extra in zip(prepared, later)) + slack
+        if any([d.reserve(room, fit=True) for d, _ in decoders.values()]):
+            self.warmed = set()
+
     def run_pair(self, p: Prepared, index: int, turn: int = 1, temperature: float | None = None,
                  bar=None) -> dict[str, dict]:
         """Run (or take from an interrupted run) one request for every method. `index` is the request's

@@ -154,6 +154,20 @@ class HarnessLM(LM):
         return Prepared(Request(doc_id, messages[-1]["content"]), torch.tensor([ids], device=s.lm.device),
                         min(budget, room), stopper)
 
+    def _later_turns(self, request, first) -> int:
+        """The positions a conversation's later turns may add to its first prompt: every later question with its
+        markup, and each earlier answer at the full token budget (0 for a single-turn request)."""
+        from harness.engine.session import encode
+
+        questions = request.doc["turns"] if request.args[1].get(MULTI_TURN) else []
+        if len(questions) < 2:
+            return 0
+        messages = []
+        for q in questions:
+            messages += [{"role": "user", "content": q}, {"role": "assistant", "content": ""}]
+        whole = len(encode(self.session.lm, messages[:-1], self.session.chat))
+        return whole - first.input_ids.shape[1] + (len(questions) - 1) * first.max_new_tokens
+
     def generate_until(self, requests, disable_tqdm: bool = False):
         s, method = self.session, self.session.cfg.method
         # 1. Every first-turn prompt is encoded and checked before any generation.
@@ -161,6 +175,7 @@ class HarnessLM(LM):
                   for r in requests]
         # Each (request, turn) has a fixed index in the task, which seeds it and sets who goes first.
         turns = [len(r.doc["turns"]) if r.args[1].get(MULTI_TURN) else 1 for r in requests]
+        s.fit_cache(firsts, [self._later_turns(r, first) for r, first in zip(requests, firsts)])
         starts = [0, *itertools.accumulate(turns)][:-1]
         bar = tqdm(total=len(requests), desc=" vs ".join(s.names), unit="req", disable=disable_tqdm)
         if s.cfg.batch_size > 1:

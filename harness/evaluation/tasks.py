@@ -86,6 +86,7 @@ class PromptsFile(Task):
         from harness.engine.session import prepare
 
         prepared = prepare(session.lm, self.requests, session.cfg)
+        session.fit_cache(prepared)
         B = session.cfg.batch_size
         if B > 1:  # batches of B requests in file order, so that a resumed run forms the same batches
             batches = [list(range(i, min(i + B, len(prepared)))) for i in range(0, len(prepared), B)]
