@@ -5,6 +5,7 @@ generation by hand-built lm-eval `Instance`s through `HarnessLM`; the CLI end to
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 
@@ -265,12 +266,18 @@ def test_a_run_sizes_the_compiled_cache_for_its_longest_request_before_any_work(
                                 max_new_tokens=64, options={"block_size": "4"}), tiny)
     prepared = harness.engine.session.prepare(tiny, [Request("a", "hi"), Request("b", "a longer prompt " * 20)],
                                               session.cfg)
-    longest = max(p.input_ids.shape[1] for p in prepared) + 64 + 5  # + max_new_tokens + the widest forward (4 + 1)
+    # + max_new_tokens + room for the widest forward (5 here: block 4 + 1), at least 64 so that every method fits
+    # a task's cache to the same size
+    longest = max(p.input_ids.shape[1] for p in prepared) + 64 + 64
     assert max(session.decoders(None)["jacobi"][0].widths()) == 5
     session.fit_cache(prepared)
     assert session.engine.max_len == -(-longest // 64) * 64 < 1024  # the engine's default size
     session.fit_cache(prepared, later=[0, 300])  # a conversation's later turns
     assert session.engine.max_len == -(-(longest + 300) // 64) * 64
+    batched = Session(dataclasses.replace(session.cfg, batch_size=2), tiny)  # a batched run only grows it
+    assert batched.engine is session.engine  # one engine per loaded model
+    batched.fit_cache(prepared)
+    assert batched.engine.max_len == -(-(longest + 300) // 64) * 64
 
 
 def test_the_room_kept_for_a_conversations_later_turns_holds_them(tiny, tmp_path):

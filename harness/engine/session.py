@@ -24,7 +24,7 @@ from harness.engine.parallel import Process
 from harness.engine.records import SAMPLES, SampleWriter, part_files, part_path, read_samples, row_problem
 from methods import get_method
 from methods.base import Decoder, OptionError
-from methods.engine import ENGINES, Engine, make_engine
+from methods.engine import CACHE_GRAIN, ENGINES, Engine, make_engine
 
 log = logging.getLogger(__name__)
 WARMUP_TOKENS = 16
@@ -281,15 +281,20 @@ class Session:
         """Size every engine's static cache once, for this run's longest request, before any warm-up: a forward
         attends over the whole cache, so one bigger than the run needs slows every step (Engine.reserve).
         `later[i]`: the positions request i's later turns may add (a conversation); a request that still
-        outgrows the cache grows it (run_pair)."""
+        outgrows the cache grows it (run_pair). A batched run only grows the cache: its rows leave holes that
+        the slack beyond the longest request absorbs until a compaction (docs/batching.md), and a fitted cache
+        would compact every few steps (not measured, so not done)."""
         if not prepared:
             return
         decoders = self.decoders(None)
         widest = max((w for d, _ in decoders.values() for w in d.widths()), default=1)
-        slack = widest * (2 if self.cfg.batch_size > 1 else 1)  # batched rows' holes need slack (run_batch)
+        batched = self.cfg.batch_size > 1
         later = later or [0] * len(prepared)
-        room = max(p.input_ids.shape[1] + p.max_new_tokens + extra for p, extra in zip(prepared, later)) + slack
-        if any([d.reserve(room, fit=True) for d, _ in decoders.values()]):
+        room = max(p.input_ids.shape[1] + p.max_new_tokens + extra for p, extra in zip(prepared, later))
+        # At least CACHE_GRAIN for the widest forward: every method of a sweep (widest forward 2 to 33 tokens) then
+        # fits a task's cache to the same size, and the shared engine does not recompile between them.
+        slack = 2 * widest if batched else max(widest, CACHE_GRAIN)
+        if any([d.reserve(room + slack, fit=not batched) for d, _ in decoders.values()]):
             self.warmed = set()
 
     def run_pair(self, p: Prepared, index: int, turn: int = 1, temperature: float | None = None,
