@@ -137,8 +137,8 @@ class CompiledEngine(Engine):
         """Make the cache hold `positions`; True when it changed size (graphs then recompile: warm up again).
 
         Every forward attends over the whole static cache, so its size is paid on every step (SmolLM2-135M on
-        the 2-core CPU after 250 cached tokens: 1024 positions cost 1.19x what 448 do per one-token forward,
-        1.24x per 5-token one; docs/engine.md). So a run fits the cache to its longest request (fit=True: rounded
+        the 2-core CPU after 250 cached tokens: 1024 positions cost 1.13-1.19x what 448 do per one-token forward,
+        1.15-1.24x per 5-token one; benchmarks/cache_size.py, docs/engine.md). So a run fits the cache to its longest request (fit=True: rounded
         up to CACHE_GRAIN, smaller or bigger), and a request that outgrows it grows it (by 256 positions)."""
         size = -(-positions // CACHE_GRAIN) * CACHE_GRAIN
         if (size == self.max_len) if fit else (positions <= self.max_len):
@@ -146,6 +146,9 @@ class CompiledEngine(Engine):
         self.max_len = size if fit else -(-positions // 256) * 256
         self._cache, self._graphs = None, {}
         torch._dynamo.reset()  # the old graphs are bound to the old cache tensors
+        # No width has a graph now: a forward must not pad to a width whose graph is gone (it would compile inside
+        # a request, uncounted); warm-up compiles the widths again.
+        self.widths, self.batch_widths = {False: set(), True: set()}, {}
         return True
 
     def new_cache(self, record_past: bool = True) -> Cache:
