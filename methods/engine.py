@@ -138,8 +138,9 @@ class CompiledEngine(Engine):
 
         Every forward attends over the whole static cache, so its size is paid on every step (SmolLM2-135M on
         the 2-core CPU after 250 cached tokens: 1024 positions cost 1.13-1.19x what 448 do per one-token forward,
-        1.15-1.24x per 5-token one; benchmarks/cache_size.py, docs/engine.md). So a run fits the cache to its longest request (fit=True: rounded
-        up to CACHE_GRAIN, smaller or bigger), and a request that outgrows it grows it (by 256 positions)."""
+        1.15-1.24x per 5-token one; benchmarks/cache_size.py, docs/engine.md). So a run fits the cache to its
+        longest request (fit=True: rounded up to CACHE_GRAIN, smaller or bigger), and a request that outgrows it
+        grows it (by 256 positions)."""
         size = -(-positions // CACHE_GRAIN) * CACHE_GRAIN
         if (size == self.max_len) if fit else (positions <= self.max_len):
             return False
