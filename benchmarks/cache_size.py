@@ -1,7 +1,7 @@
 """What the compiled engine's static-cache size costs per forward (figures for docs/engine.md, "The cache's size").
 
     python benchmarks/cache_size.py [--model smollm2-135m] [--sizes 448,1024] [--context 250] [--widths 1,5]
-                                    [--rounds 12] [--repeats 10]
+                                    [--rounds 12] [--repeats 10] [--device cpu] [--dtype auto]
 One compiled engine per cache size on the same model, each warmed up for every width; then `--rounds` rounds, each
 timing `--repeats` forwards of every width after `--context` cached tokens on every engine, alternating which
 engine goes first (so that drift of the machine falls on both alike). Prints the median per size and width, and
@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's harness
+from harness.engine.generate import sync  # noqa: E402
 from harness.engine.models import load_model  # noqa: E402
 from methods.engine import make_engine  # noqa: E402
 
@@ -35,6 +36,8 @@ def main(argv=None) -> int:
     ap.add_argument("--widths", type=ints, default=[1, 5])
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--repeats", type=int, default=10, help="timed forwards per round, width and size")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="auto")
     ap.add_argument("--no-autotune", action="store_true", help="compile without max-autotune (quick, less faithful)")
     ap.add_argument("--limit", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--max-new-tokens", type=int, help=argparse.SUPPRESS)
@@ -42,13 +45,13 @@ def main(argv=None) -> int:
     sizes = sorted(args.sizes)
     if sizes[0] < args.context + max(args.widths):
         ap.error(f"--sizes: {sizes[0]} positions cannot hold --context {args.context} + a {max(args.widths)}-token forward")
-    lm = load_model(args.model, "cpu", "auto", seed=0)
+    lm = load_model(args.model, args.device, args.dtype, seed=0)
     engines = {n: make_engine("compiled", lm.model, max_len=n, autotune=not args.no_autotune) for n in sizes}
     for n, engine in engines.items():
         print(f"{n} positions: compiled widths {args.widths} in {engine.warm_up(args.widths):.0f} s", flush=True)
     vocab = lm.model.config.get_text_config().vocab_size
     g = torch.Generator().manual_seed(0)
-    context = torch.randint(0, vocab, (1, args.context), generator=g)
+    context = torch.randint(0, vocab, (1, args.context), generator=g).to(lm.device)
     times = {(n, w): [] for n in sizes for w in args.widths}
     with torch.inference_mode():
         for r in range(args.rounds):
@@ -57,12 +60,14 @@ def main(argv=None) -> int:
                 for w in args.widths:
                     cache = engine.new_cache()
                     engine.forward(context, cache, keep=1)
-                    x = torch.randint(0, vocab, (1, w), generator=g)
+                    x = torch.randint(0, vocab, (1, w), generator=g).to(lm.device)
                     engine.forward(x, cache, keep=w)  # untimed: the first call after a prefill
                     engine.rollback(cache, w)
                     for _ in range(args.repeats):
+                        sync(lm.device)
                         t = time.perf_counter()
                         engine.forward(x, cache, keep=w)
+                        sync(lm.device)
                         times[n, w].append(time.perf_counter() - t)
                         engine.rollback(cache, w)
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
