@@ -280,6 +280,27 @@ def test_a_run_sizes_the_compiled_cache_for_its_longest_request_before_any_work(
     assert batched.engine.max_len == -(-(longest + 300) // 64) * 64
 
 
+def test_a_compiled_run_decodes_on_a_cache_fitted_before_its_first_request(tmp_path):
+    from harness.evaluation.tasks import PromptsFile
+    from methods.engine import CompiledEngine
+
+    lm = load_model("tiny-random", seed=0)  # its own: the engine the run gets is this test's
+    lm.engines["compiled"] = CompiledEngine(lm.model, autotune=False)  # 1024 positions, make_engine's default
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"id": "a", "prompt": "hi"}\n{"id": "b", "prompt": "a somewhat longer prompt"}\n')
+    cfg = RunConfig(method="jacobi", prompts=str(path), model="tiny-random", engine="compiled", max_new_tokens=8,
+                    options={"block_size": "2"})
+    task = PromptsFile(str(path))
+    task.load(cfg)
+    session = Session(cfg, lm)
+    session.open(tmp_path)
+    task.execute(session, tmp_path)
+    session.close()
+    longest = max(p.input_ids.shape[1] for p in harness.engine.session.prepare(lm, task.requests, cfg))
+    assert session.engine.max_len == -(-(longest + 8 + 64) // 64) * 64 == 128
+    assert session.engine.late_compiles == 0 and len(rows_in(tmp_path)) == 4  # 2 prompts x (jacobi, ar)
+
+
 def test_the_room_kept_for_a_conversations_later_turns_holds_them(tiny, tmp_path):
     session = session_for(tiny, tmp_path)
     lm, doc = HarnessLM(session), {"turns": ["Hi there", "Say more", "And more"]}
