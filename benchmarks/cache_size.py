@@ -19,21 +19,26 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's harness
+from harness import HarnessError  # noqa: E402
 from harness.engine.generate import sync  # noqa: E402
 from harness.engine.models import load_model  # noqa: E402
+from harness.text import positive_ints  # noqa: E402
 from methods.engine import make_engine  # noqa: E402
 
 
-def ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",")]
+def ints(text: str) -> tuple[int, ...]:
+    try:
+        return positive_ints(text, "a list", "1,5")
+    except HarnessError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--sizes", type=ints, default=[448, 1024], help="static cache sizes (positions)")
+    ap.add_argument("--sizes", type=ints, default=(448, 1024), help="static cache sizes (positions)")
     ap.add_argument("--context", type=int, default=250, help="tokens cached before each timed forward")
-    ap.add_argument("--widths", type=ints, default=[1, 5])
+    ap.add_argument("--widths", type=ints, default=(1, 5))
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--repeats", type=int, default=10, help="timed forwards per round, width and size")
     ap.add_argument("--device", default="cpu")
@@ -42,7 +47,7 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--max-new-tokens", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    sizes = sorted(args.sizes)
+    sizes = list(args.sizes)  # sorted
     if sizes[0] < args.context + max(args.widths):
         ap.error(f"--sizes: {sizes[0]} positions cannot hold --context {args.context} + a {max(args.widths)}-token forward")
     lm = load_model(args.model, args.device, args.dtype, seed=0)

@@ -220,6 +220,11 @@ def fill_row(row: dict, g: Generation, p: Prepared, wall_time_s: float) -> dict:
     return row
 
 
+def _widest(decoders: dict) -> int:
+    """The widest forward any of {name: (decoder, options)} runs (1 when none says)."""
+    return max((w for d, _ in decoders.values() for w in d.widths()), default=1)
+
+
 class Session:
     """The method and its AR baseline on one loaded model: runs each request for both, alternating which
     goes first, skipping what an interrupted run already finished, and appending rows as they come.
@@ -287,7 +292,7 @@ class Session:
         if not prepared:
             return
         decoders = self.decoders(None)
-        widest = max((w for d, _ in decoders.values() for w in d.widths()), default=1)
+        widest = _widest(decoders)
         batched = self.cfg.batch_size > 1
         later = later or [0] * len(prepared)
         room = max(p.input_ids.shape[1] + p.max_new_tokens + extra for p, extra in zip(prepared, later))
@@ -304,7 +309,7 @@ class Session:
         the seed (cfg.seed + index) and who goes first (even: the method) follow from it, so a resumed run
         gives every request what an uninterrupted one would."""
         decoders = self.decoders(temperature)
-        widest = max((w for d, _ in decoders.values() for w in d.widths()), default=1)
+        widest = _widest(decoders)
         room = p.input_ids.shape[1] + p.max_new_tokens + widest
         if any([d.reserve(room) for d, _ in decoders.values()]):  # a bigger static cache (every engine: drafts too)
             self.warmed = set()
@@ -346,7 +351,7 @@ class Session:
         index) and who goes first (even batch: the method) follow from them. A method whose rows of this batch
         were all written is not rerun; one cut short is rerun whole and its missing rows written."""
         decoders = self.decoders(temperature)
-        widest = max((w for d, _ in decoders.values() for w in d.widths()), default=1)
+        widest = _widest(decoders)
         room = max(p.input_ids.shape[1] for p in ps) + max(p.max_new_tokens for p in ps) + 2 * widest
         if any([d.reserve(room) for d, _ in decoders.values()]):  # a bigger static cache (rows' holes need slack)
             self.warmed = set()
