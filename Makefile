@@ -44,8 +44,10 @@ cllm-checkpoint: $(STAMP)
 # The CLLM study (docs/cllm.md#the-study): block size and training data against tokens/step on 40 held-out GSM8K
 # test questions, with break-even from the committed profile. Every step resumes: rerun the target to continue.
 # cllm-blocks: the shipped recipe (128 questions, 2 epochs) at blocks 4 and 8 beside the shipped block-16 checkpoint.
-# cllm-scaling: one one-epoch, constant-rate training at STUDY_BLOCK over the first 1024 questions, a checkpoint
-# after 128, 256, 512 and 1024 (each equals a training on that many alone), all in the same study table.
+# cllm-scaling: one one-epoch, constant-rate training at STUDY_BLOCK over the first questions, a checkpoint after
+# each of STUDY_SIZES questions (each equals a training on that many alone), all in the same study table. A run to
+# STUDY_SIZES="128 256 512" grows later into the full one: rerun with the default sizes and it collects the new
+# questions and trains only on them (it resumes from its last checkpoint).
 STUDY := results/cllm-study
 STUDY_BLOCK ?= 4
 PROFILE ?= results/profile/amd-epyc-2-cores-avx2--smollm2-135m.csv
@@ -62,12 +64,15 @@ cllm-blocks: $(STAMP)
 	$(BIN)/harness cllm study $(STUDY_ARGS)
 
 SCALE := $(STUDY)/ckpt/b$(STUDY_BLOCK)-scaling
+STUDY_SIZES ?= 128 256 512 1024
+LARGEST = $(lastword $(STUDY_SIZES))
+# 7% more questions than the largest size: cleaning drops the few whose answer loops
 cllm-scaling: cllm-blocks
-	$(BIN)/harness cllm collect --task gsm8k --split train --limit 1100 --block-size $(STUDY_BLOCK) --max-new-tokens 256 \
-		--data-dir $(DATA_DIR) --out $(STUDY)/trajectories-b$(STUDY_BLOCK).jsonl
-	[ -f $(SCALE)/cllm.json ] || $(BIN)/harness cllm train --data $(STUDY)/trajectories-b$(STUDY_BLOCK).jsonl \
-		--out $(SCALE) $(RECIPE) --snapshots 128,256,512,1024
-	$(BIN)/harness cllm study $(STUDY_ARGS) $(foreach n,128 256 512 1024,--checkpoint $(SCALE)/n$(n))
+	$(BIN)/harness cllm collect --task gsm8k --split train --limit $$(( $(LARGEST) * 107 / 100 )) \
+		--block-size $(STUDY_BLOCK) --max-new-tokens 256 --data-dir $(DATA_DIR) --out $(STUDY)/trajectories-b$(STUDY_BLOCK).jsonl
+	[ -f $(SCALE)/n$(LARGEST)/cllm.json ] || $(BIN)/harness cllm train --data $(STUDY)/trajectories-b$(STUDY_BLOCK).jsonl \
+		--out $(SCALE) $(RECIPE) --snapshots $$(echo $(STUDY_SIZES) | tr ' ' ,)
+	$(BIN)/harness cllm study $(STUDY_ARGS) $(foreach n,$(STUDY_SIZES),--checkpoint $(SCALE)/n$(n))
 
 # The loss / adapter comparison of the README (global vs local consistency loss, LoRA vs full fine-tuning):
 # 64 GSM8K train questions, three trainings of one epoch, then every checkpoint side by side with AR and

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from harness import HarnessError
 from harness.cllm.study import StudyConfig, study
-from harness.cllm.train import TrainConfig, snapshot_order, train
+from harness.cllm.train import PackedSamples, TrainConfig, snapshot_order, train
 from harness.cllm.trajectories import CollectConfig, collect
 
 QUESTIONS = ["Ann has 2 cats and 3 dogs. How many pets?", "What is 6 times 7?", "A train goes 60 km in 1 h. Speed?",
@@ -55,6 +55,28 @@ def test_a_snapshot_equals_a_training_on_that_many_samples_alone(trajectories, t
     card = json.loads((tmp_path / "big" / "n3" / "cllm.json").read_text())
     assert card["recipe"]["samples"] == 3 and card["recipe"]["steps"] == 3 and card["recipe"]["snapshots"] == [3, 6]
     assert json.loads((tmp_path / "big" / "n6" / "cllm.json").read_text())["recipe"]["samples"] == 6
+
+
+def test_a_scaling_run_extends_by_resuming_with_a_larger_snapshot(trajectories, tmp_path, monkeypatch):
+    """Collect more, then rerun with one more snapshot size and --resume: the run continues from its last checkpoint
+    and ends where a run asked for every size at once ends (the larger point costs only its new samples)."""
+    cfg = dict(data=str(trajectories), lr=3e-3, save_steps=1, states_per_block=0, horizon=2, lora_rank=4)
+    train(TrainConfig(out=str(tmp_path / "once"), snapshots=(3, 6), **cfg), **quiet)
+    train(TrainConfig(out=str(tmp_path / "grown"), snapshots=(3,), **cfg), **quiet)
+    small = load_file(str(tmp_path / "grown" / "n3" / "adapter_model.safetensors"))
+    packed = []  # the samples the resumed run trains on: only the three new ones
+    pack_one = PackedSamples.__getitem__
+    monkeypatch.setattr(PackedSamples, "__getitem__", lambda self, i: packed.append(i) or pack_one(self, i))
+    train(TrainConfig(out=str(tmp_path / "grown"), snapshots=(3, 6), resume=True, **cfg), **quiet)
+    assert len(packed) == 3
+    card = json.loads((tmp_path / "grown" / "cllm.json").read_text())
+    assert card["recipe"]["steps"] == 6 and card["recipe"]["samples"] == 6
+    for snap in ("n3", "n6"):
+        once = load_file(str(tmp_path / "once" / snap / "adapter_model.safetensors"))
+        grown = load_file(str(tmp_path / "grown" / snap / "adapter_model.safetensors"))
+        for name, w in once.items():
+            assert grown[name].equal(w), (snap, name)
+    assert all(w.equal(small[k]) for k, w in load_file(str(tmp_path / "grown" / "n3" / "adapter_model.safetensors")).items())
 
 
 def test_snapshot_runs_refuse_what_would_break_the_equality(trajectories, tmp_path):
