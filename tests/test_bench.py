@@ -164,3 +164,27 @@ def test_a_folder_below_a_file_is_one_line_before_any_model_load(tmp_path, data_
     result = invoke(*args)
     assert result.exit_code == 2 and f"{flag} {tmp_path / 'somefile' / 'sub'}: {tmp_path / 'somefile'} is a file" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+
+
+def test_a_finished_run_is_not_reused_once_its_model_files_changed(tmp_path, data_dir, monkeypatch):
+    """Same settings, other weights (a model or checkpoint retrained under the same name): run anew, say why."""
+    from harness.engine.models import tiny_random
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+
+    def save(seed):
+        model, tok = tiny_random(seed=seed)
+        model.save_pretrained(tmp_path / "m")
+        tok.save_pretrained(tmp_path / "m")
+
+    save(1)
+    args = [a.replace("tiny-random", str(tmp_path / "m")) for a in bench_args(tmp_path, data_dir)]
+    assert invoke(*args).exit_code == 0
+    result = invoke(*args)
+    assert result.output.count("finished earlier") == 2, result.output
+    save(2)
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert "finished earlier" not in result.output
+    assert result.output.count(f"but {tmp_path / 'm'} has changed since it ran; not reused") == 2
+    assert len(list((tmp_path / "runs").iterdir())) == 4

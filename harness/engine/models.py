@@ -254,6 +254,18 @@ def _resolve(spec: str) -> tuple[str, str]:
                        "a hub id (org/name), a local model directory or a .gguf file")
 
 
+def local_sha256(spec: str) -> str | None:
+    """The sha256 `load_model` would record for spec from its files as they are now (a GGUF file, a model or CLLM
+    directory); None where there is nothing local to compare (a hub id, tiny-random, a spec that no longer resolves)."""
+    try:
+        source, path = _resolve(spec)
+    except HarnessError:
+        return None
+    if source not in ("gguf", "dir", "cllm"):
+        return None
+    return content_hash(Path(path), hash_cache()).get("sha256")
+
+
 def check_device_map(device_map: str | None) -> None:
     if device_map is not None and device_map not in DEVICE_MAPS:
         raise HarnessError(f"unknown --device-map {device_map!r}; use {', '.join(DEVICE_MAPS)}")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import HarnessError
+from harness.engine.models import local_sha256
 from harness.engine.records import MANIFEST, SUMMARY, check_writable_dir, read_manifest
 from harness.engine.session import RunConfig
 from harness.evaluation.sandbox import require_isolation
@@ -127,9 +128,23 @@ def _settings(config: dict) -> str:
                       sort_keys=True, default=str)
 
 
-def previous_run(cfg: RunConfig, hardware_label: str) -> tuple[Path | None, bool]:
-    """The run folder in cfg.output_dir made with these settings on this hardware (a finished one first,
-    then the latest), and whether it is finished (its summary was written)."""
+def changed_weights(info: dict) -> str | None:
+    """The first model a run loaded (the model, a method's checkpoint or draft model, a checkpoint's base) whose files
+    now hash differently from what the run recorded, by name; None when every one it can check is unchanged."""
+    todo = [info.get("model") or {}, *((info.get("method") or {}).get("models") or [])]
+    while todo:
+        m = todo.pop(0)
+        todo += [m["base"]] if isinstance(m.get("base"), dict) else []
+        now = local_sha256(m["name"]) if m.get("sha256") and isinstance(m.get("name"), str) else None
+        if now is not None and now != m["sha256"]:
+            return m["name"]
+    return None
+
+
+def previous_run(cfg: RunConfig, hardware_label: str, echo=None) -> tuple[Path | None, bool]:
+    """The run folder in cfg.output_dir made with these settings on this hardware from the same weights (a finished
+    one first, then the latest), and whether it is finished (its summary was written). A run whose model or
+    checkpoint files have changed since (a retrained checkpoint under the same name) is not reused."""
     want = _settings(dataclasses.asdict(cfg))
     found = []
     root = Path(cfg.output_dir)
@@ -139,6 +154,11 @@ def previous_run(cfg: RunConfig, hardware_label: str) -> tuple[Path | None, bool
         except HarnessError:
             continue  # a damaged folder is not resumed
         if info and _settings(info.get("config") or {}) == want and (info.get("hardware") or {}).get("label") == hardware_label:
+            changed = changed_weights(info)
+            if changed:
+                if echo:
+                    echo(f"{folder.name}: same settings, but {changed} has changed since it ran; not reused")
+                continue
             found.append(((folder / SUMMARY).exists(), info.get("created") or "", folder))
     if not found:
         return None, False
@@ -223,7 +243,7 @@ def bench(cfg: BenchConfig, echo=print, warn=None, n_boot: int = 2000, plots: bo
     for i, rc in enumerate(plan, 1):
         head = (f"[{i}/{len(plan)}] {rc.task} × {spec_text((rc.method, tuple(rc.options.items())))}"
                 + (f" × batch {rc.batch_size}" if len(cfg.batch_sizes) > 1 or rc.batch_size > 1 else ""))
-        folder, done = proc.share(previous_run(rc, label))  # rank 0 decides: every rank works on one folder
+        folder, done = proc.share(previous_run(rc, label, echo))  # rank 0 decides: every rank works on one folder
         if done:
             echo(f"{head}: finished earlier in {folder}; skipped")
             run_dirs.append(folder)
