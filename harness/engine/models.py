@@ -258,12 +258,14 @@ def local_sha256(spec: str) -> str | None:
     """The sha256 `load_model` would record for spec from its files as they are now (a GGUF file, a model or CLLM
     directory); None where there is nothing local to compare (a hub id, tiny-random, a spec that no longer resolves)."""
     try:
-        source, path = _resolve(spec)
+        return _local_content(*_resolve(spec)).get("sha256")
     except HarnessError:
         return None
-    if source not in ("gguf", "dir", "cllm"):
-        return None
-    return content_hash(Path(path), hash_cache()).get("sha256")
+
+
+def _local_content(source: str, path) -> dict:
+    """{"sha256"[, "files"]} of a local model (GGUF file, model or CLLM directory); {} for anything else."""
+    return content_hash(Path(path), hash_cache()) if source in ("gguf", "dir", "cllm") else {}
 
 
 def check_device_map(device_map: str | None) -> None:
@@ -327,7 +329,7 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto", seed: int =
     if source == "hub":
         content = {"revision": hub_revision(spec, model)}
     else:
-        content = content_hash(Path(path), hash_cache()) if source in ("gguf", "dir") else {}
+        content = _local_content(source, path)
     return LoadedModel(model, tok, spec, "alias" if spec in ALIASES else source, path, dev, dt, _context_length(model),
                        content, device_map=placed if device_map else None)
 
@@ -381,4 +383,4 @@ def load_adapter(spec: str, folder: Path, device: str, dtype: str, seed: int,
     model = model.eval()
     model.config.cllm_block_size = card.get("block_size")  # what the checkpoint was trained for: CLLM decodes at it
     return LoadedModel(model, base.tokenizer, spec, "cllm", str(folder), base.device, base.dtype, base.context_length,
-                       content_hash(folder, hash_cache()), base, base.device_map)
+                       _local_content("cllm", folder), base, base.device_map)
