@@ -50,7 +50,7 @@ def speedup_bars(board: pd.DataFrame, model: str, hardware: str, colour: dict):
     rows = board[(board["method"] != BASELINE) & board["speedup"].notna()]
     names = list(dict.fromkeys(rows["label"])) or ["(none)"]
     width = 0.8 / len(names)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(tasks) + 0.4 * len(names)), 4.8))
+    fig, ax = plt.subplots(figsize=(max(6.0, 2.0 + 0.3 * len(tasks) * len(names)), 4.8))
     for i, name in enumerate(names):
         r = rows[rows["label"] == name].set_index("task").reindex(tasks)
         x = np.arange(len(tasks)) + (i - (len(names) - 1) / 2) * width
@@ -59,10 +59,10 @@ def speedup_bars(board: pd.DataFrame, model: str, hardware: str, colour: dict):
         if has.any():
             err = np.vstack([r["speedup"] - r["speedup_lo"], r["speedup_hi"] - r["speedup"]]).astype(float)[:, has]
             ax.errorbar(x[has], r["speedup"].astype(float)[has], yerr=err, fmt="none", capsize=3, ecolor="0.3")
-        for xi, v in zip(x, r["speedup"]):  # the value at the bar's foot, clear of the error bar's cap
-            if not pd.isna(v):
+        for xi, v in zip(x, r["speedup"]):  # the value at the bar's foot, clear of the error bar's cap; upright,
+            if not pd.isna(v):                # so that neighbouring bars' values never overlap
                 ax.text(xi, 0.01, f"{v:.2f}×", transform=ax.get_xaxis_transform(), ha="center", va="bottom",
-                        fontsize=7, bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
+                        rotation=90, fontsize=7, bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
     ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="AR (1×)")
     ax.set_xticks(np.arange(len(tasks)), tasks)
     ax.set_xlabel("task")
@@ -113,13 +113,10 @@ def speedup_vs_tokens_per_step(board: pd.DataFrame, model: str, hardware: str, c
             ax.scatter(p["tokens_per_step"], p["speedup"], color=colour.get(name), s=50,
                        marker=MARKERS[tasks.index(p["task"]) % len(MARKERS)], edgecolors="white", linewidths=0.5,
                        zorder=3)
-            if len(tasks) > 1 and name != BASELINE:
-                ax.annotate(p["task"], (p["tokens_per_step"], p["speedup"]), fontsize=7, xytext=(4, 3),
-                            textcoords="offset points")
     ax.axhline(1.0, color="0.5", linestyle="--", linewidth=1)
     handles = [plt.Line2D([], [], color=colour.get(n), marker="o", linestyle="", label=n)
                for n in dict.fromkeys(rows["label"])]
-    if len(tasks) > 1:
+    if len(tasks) > 1:  # the marker tells the task (text beside each point overlapped where methods cluster)
         handles += [plt.Line2D([], [], color="0.4", marker=MARKERS[i % len(MARKERS)], linestyle="", label=f"task {t}")
                     for i, t in enumerate(tasks)]
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
