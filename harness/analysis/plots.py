@@ -59,8 +59,9 @@ def speedup_bars(board: pd.DataFrame, model: str, hardware: str, colour: dict):
         if has.any():
             err = np.vstack([r["speedup"] - r["speedup_lo"], r["speedup_hi"] - r["speedup"]]).astype(float)[:, has]
             ax.errorbar(x[has], r["speedup"].astype(float)[has], yerr=err, fmt="none", capsize=3, ecolor="0.3")
-        for xi, v in zip(x, r["speedup"]):  # the value at the bar's foot, clear of the error bar's cap; upright,
-            if not pd.isna(v):                # so that neighbouring bars' values never overlap
+        # Each value at its bar's foot, clear of the error bar's cap, upright so that neighbours never overlap.
+        for xi, v in zip(x, r["speedup"]):
+            if not pd.isna(v):
                 ax.text(xi, 0.01, f"{v:.2f}×", transform=ax.get_xaxis_transform(), ha="center", va="bottom",
                         rotation=90, fontsize=7, bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
     ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="AR (1×)")
