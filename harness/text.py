@@ -3,10 +3,15 @@ the comma-separated numbers options take.
 
     print(text_table(["method", "n"], [["jacobi", "20"], ["ar", "20"]], right={1}))
     positive_ints("4,8,16", "--block-sizes", "4,8,16")  # (4, 8, 16)
+    repeats_phrase("a b c d e f g h " * 3)  # True: 8 words that occur 3 times
 """
 from __future__ import annotations
 
+from collections import Counter
+
 from harness import HarnessError
+
+PHRASE_WORDS, PHRASE_TIMES = 8, 3  # an output holding one 8-word sequence 3+ times repeats a phrase
 
 
 def positive_ints(text: str, option: str, example: str) -> tuple[int, ...]:
@@ -35,3 +40,11 @@ def text_table(header: list[str] | None, rows: list[list[str]], right: set[int] 
     if header:
         lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
+
+
+def repeats_phrase(text: str, words: int = PHRASE_WORDS, times: int = PHRASE_TIMES) -> bool:
+    """Whether some sequence of `words` whitespace-separated words occurs `times` or more times in `text`
+    (overlaps count): a loop over a sentence, which a run of one repeated token does not catch."""
+    w = text.split()
+    counts = Counter(tuple(w[i:i + words]) for i in range(len(w) - words + 1))
+    return max(counts.values(), default=0) >= times

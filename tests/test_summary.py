@@ -66,6 +66,28 @@ def test_longest_run_finds_the_longest_repeat():
     assert longest_run([7] * 12 + [1]) == 12
 
 
+def test_repeats_phrase_needs_one_word_sequence_three_times():
+    from harness.text import repeats_phrase
+
+    sentence = "He runs 180 meters per week times 3 weeks. "
+    assert repeats_phrase(sentence * 3)
+    assert not repeats_phrase(sentence * 2)  # twice is not a loop
+    assert not repeats_phrase("one two three four five six seven " * 3)  # 7 words: shorter than the phrase
+    assert not repeats_phrase("")
+    assert repeats_phrase("x " * 10)  # a run of one word is a phrase loop too
+
+
+def test_phrase_repeat_share_reads_the_outputs():
+    loop = "the answer is 4 so the total is 4 and " * 3
+    rows = [{**row("ar", d, 20, 20, 2.0, d), "output": t} for d, t in (("a", "fine"), ("b", "also fine"))]
+    rows += [{**row("m", d, 20, 5, 1.0, d), "output": t} for d, t in (("a", loop), ("b", "fine"))]
+    rows.append(row("old", "a", 20, 10, 1.0, "a"))  # no output text recorded
+    s = summarize(rows)
+    assert s["ar"]["phrase_repeat_share"] == 0.0 and s["m"]["phrase_repeat_share"] == pytest.approx(0.5)
+    assert s["old"]["phrase_repeat_share"] is None
+    assert "phrases" in format_table(s) and "50%" in format_table(s)
+
+
 def test_repeat_share_counts_looping_outputs_per_method():
     rows = [{**row("ar", d, 20, 20, 2.0, d), "max_repeat_run": r} for d, r in (("a", 3), ("b", 10))]
     rows += [{**row("m", d, 20, 5, 1.0, d), "max_repeat_run": r} for d, r in (("a", 12), ("b", 15))]

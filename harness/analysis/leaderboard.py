@@ -33,8 +33,8 @@ VERSIONED = ("torch", "transformers", "lm_eval")  # library versions a leaderboa
 COLUMNS = ["model", "task", "method", "options", "n", "n_errors", "n_paired", "n_docs", "tokens_per_step",
            "tokens_per_s", "speedup", "speedup_lo", "speedup_hi", "speedup_geomean", "speedup_geomean_lo",
            "speedup_geomean_hi", "interval_note", "length_ratio", "acceptance_rate", "draft_forwards_per_step",
-           "accuracy", "metric", "accuracy_delta", "lossless_rate", "repeat_share", "hardware", *SETTINGS, "dirty", "versions",
-           "run_id"]
+           "accuracy", "metric", "accuracy_delta", "lossless_rate", "repeat_share", "phrase_repeat_share", "hardware", *SETTINGS,
+           "dirty", "versions", "run_id"]
 SPEEDUPS = ("speedup", "speedup_geomean", *INTERVALS)
 REQUIRED = ("method", "doc_id")  # a samples row without these cannot be paired: skipped as corrupt
 
@@ -192,8 +192,8 @@ def board_row(own: pd.DataFrame, base: pd.DataFrame, scores: pd.DataFrame, metri
                                               "acceptance_rate": None, "draft_forwards_per_step": None}
     first = own.iloc[0]
     row = {k: first[k] for k in ("model", "task", "method", "options", "hardware", *SETTINGS)}
-    row.update({k: stats.get(k) for k in ("n", "tokens_per_step", "tokens_per_s", "acceptance_rate",
-                                          "draft_forwards_per_step", "repeat_share")}, n_errors=int(len(own) - len(ok)))
+    row.update({k: stats.get(k) for k in ("n", "tokens_per_step", "tokens_per_s", "acceptance_rate", "draft_forwards_per_step",
+                                          "repeat_share", "phrase_repeat_share")}, n_errors=int(len(own) - len(ok)))
     row["run_id"] = ";".join(dict.fromkeys(own["run_id"]))
     acc = _accuracy(scores, first["method"], metric)
     row.update(metric=metric, accuracy=acc)

@@ -18,6 +18,7 @@ from harness.analysis.leaderboard import SETTINGS, labels
 from methods.specs import format_options
 from harness.analysis.summary import MIN_DOCS
 from harness.engine.generate import REPEAT_RUN
+from harness.text import PHRASE_TIMES, PHRASE_WORDS
 
 log = logging.getLogger(__name__)
 PROFILE_COLUMNS = ["engine", "width", "ms_median", "ms_p10", "ms_p90", "break_even_tokens_per_step"]  # harness profile's CSV
@@ -42,14 +43,14 @@ def interval(row: pd.Series, name: str) -> str:
 
 def table(rows: pd.DataFrame) -> list[str]:
     head = ["method", "n", "docs", "tok/step", "accept", "tok/s", "speedup [95% CI]", "geomean [95% CI]", "length",
-            "lossless", "looping", "accuracy", "Δ accuracy", "errors", "dirty"]
+            "lossless", "looping", "phrases", "accuracy", "Δ accuracy", "errors", "dirty"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in rows.iterrows():
         cells = [f"`{r['label']}`", str(r["n"]), fmt(r["n_docs"], ".0f"), fmt(r["tokens_per_step"], ".2f"),
                  fmt(r["acceptance_rate"], ".1%"), fmt(r["tokens_per_s"], ".1f"), interval(r, "speedup"),
                  interval(r, "speedup_geomean"), fmt(r["length_ratio"], ".2f"), fmt(r["lossless_rate"], ".0%"),
-                 fmt(r.get("repeat_share"), ".0%"), fmt(r["accuracy"], ".3f"), fmt(r["accuracy_delta"], "+.3f"),
-                 str(r["n_errors"]),
+                 fmt(r.get("repeat_share"), ".0%"), fmt(r.get("phrase_repeat_share"), ".0%"), fmt(r["accuracy"], ".3f"),
+                 fmt(r["accuracy_delta"], "+.3f"), str(r["n_errors"]),
                  {True: "yes", False: "no"}.get(r["dirty"], "?")]
         out.append("| " + " | ".join(cells) + " |")
     return out
@@ -74,7 +75,9 @@ DEFINITIONS = (
     f"with fewer than {MIN_DOCS} documents (`docs`) there is no interval, and a note says so. `Δ accuracy` is "
     "against AR on the same documents; `lossless` is the share of outputs token-identical to AR's; "
     f"`looping` the share of outputs holding one token {REPEAT_RUN} or more times in a row (a looping model commits "
-    "many tokens per step cheaply: compare with AR's row). A row is one "
+    "many tokens per step cheaply: compare with AR's row); `phrases` the share holding one sequence of "
+    f"{PHRASE_WORDS} words {PHRASE_TIMES} or more times (the same at sentence scale; small models repeat "
+    "sentences under greedy decoding too, so read it against AR's row). A row is one "
     "experiment: model, task, hardware, method, options, " + ", ".join(SETTINGS) + "; AR rows pool only runs "
     "with identical settings. `dirty`: a run of the row was made with uncommitted changes. "
     "Definitions: docs/measurement.md.")

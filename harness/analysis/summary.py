@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from harness.engine.generate import REPEAT_RUN
-from harness.text import text_table
+from harness.text import repeats_phrase, text_table
 
 from harness import BASELINE  # noqa: F401  (re-exported for the analysis modules)
 MIN_DOCS = 10  # fewer documents than this: no bootstrap interval
@@ -33,6 +33,7 @@ def method_stats(ok: pd.DataFrame) -> dict:
     draft_forwards = ok["draft_forwards"].sum() if "draft_forwards" in ok else 0
     stationary = ok["stationary_tokens"].fillna(0).sum() if "stationary_tokens" in ok else 0
     runs = ok["max_repeat_run"].dropna() if "max_repeat_run" in ok else ok.iloc[:0]  # older runs lack it
+    texts = ok["output"].dropna() if "output" in ok else ok.iloc[:0]
     return {"n": int(len(ok)), "new_tokens": int(new), "steps": int(steps),
             "tokens_per_step": float(new / steps) if steps else None,
             "tokens_per_s": float(new / wall) if wall else None,
@@ -44,7 +45,9 @@ def method_stats(ok: pd.DataFrame) -> dict:
             "fast_forwarded_per_step": float(accepted / steps) if steps else None,
             "stationary_per_step": float(stationary / steps) if steps else None,
             # outputs that loop (one token REPEAT_RUN+ times in a row): cheap tokens per step, not a speedup
-            "repeat_share": float((runs >= REPEAT_RUN).mean()) if len(runs) else None}
+            "repeat_share": float((runs >= REPEAT_RUN).mean()) if len(runs) else None,
+            # outputs that repeat a sentence (harness.text.repeats_phrase): the same cheap win at phrase scale
+            "phrase_repeat_share": float(texts.map(repeats_phrase).mean()) if len(texts) else None}
 
 
 def pair(method: pd.DataFrame, base: pd.DataFrame, on: tuple[str, ...] = ("doc_id", "turn")) -> pd.DataFrame:
@@ -159,10 +162,10 @@ def format_table(summary: dict[str, dict]) -> str:
     """The summary as a terminal table (speedup: ratio of throughputs; length: Σ tokens / Σ AR tokens)."""
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     header = ["method", "n", "tok/step", "accept", "tok/s", "speedup", "geomean", "length", "lossless", "looping",
-              "accuracy", "errors"]
+              "phrases", "accuracy", "errors"]
     rows = [[name, s["n"], fmt(s["tokens_per_step"], ".2f"), fmt(s["acceptance_rate"], ".1%"),
              fmt(s["tokens_per_s"], ".1f"), fmt(s["speedup"], ".2f"), fmt(s["speedup_geomean"], ".2f"),
              fmt(s.get("length_ratio"), ".2f"), fmt(s["lossless_rate"], ".0%"),
-             fmt(s.get("repeat_share"), ".0%"), fmt(s.get("accuracy"), ".3f"),
+             fmt(s.get("repeat_share"), ".0%"), fmt(s.get("phrase_repeat_share"), ".0%"), fmt(s.get("accuracy"), ".3f"),
              s["n_errors"]] for name, s in summary.items()]
     return text_table(header, rows, right=set(range(1, len(header))))
