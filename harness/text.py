@@ -1,5 +1,5 @@
-"""Plain text in one place: tables for the terminal (`harness run`'s summary, the leaderboard, the listings) and
-the comma-separated numbers options take.
+"""Plain text in one place: tables for the terminal (`harness run`'s summary, the leaderboard, the listings), the
+comma-separated numbers options take, and the sentence-loop check reports apply to outputs.
 
     print(text_table(["method", "n"], [["jacobi", "20"], ["ar", "20"]], right={1}))
     positive_ints("4,8,16", "--block-sizes", "4,8,16")  # (4, 8, 16)
