@@ -159,7 +159,7 @@ def step_tokens(board: pd.DataFrame, samples: pd.DataFrame, model: str, hardware
     """Share of steps committing 1, 2, ... tokens, per method and task, from the rows' `step_tokens`;
     rows without them fall back to the per-request mean tokens per step (the title says so)."""
     tasks = list(dict.fromkeys(board["task"]))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks) + 0.6, 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks) + 0.6, 6.6), squeeze=False)
     per_step = samples["step_tokens"].map(lambda v: isinstance(v, list) and len(v) > 0).any()
     for ax, task in zip(axes[0], tasks):
         for _, b in board[(board["task"] == task) & (board["method"] != BASELINE)].iterrows():
@@ -187,8 +187,8 @@ def step_tokens(board: pd.DataFrame, samples: pd.DataFrame, model: str, hardware
         else:
             ax.set_xlabel("tokens per step, per-request mean")
             ax.set_ylabel("requests")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="best")
+        if ax.get_legend_handles_labels()[0]:  # below its panel: the long tails run under any legend inside it
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     what = ("Tokens committed per step (AR: always 1)" if per_step else
             "Tokens per step: per-request means (the rows carry no per-step counts)")
     _title(fig, what, model, hardware)
