@@ -361,3 +361,6 @@ def test_cllm_measure_resumes_refuses_other_settings_and_writes_the_card(tiny, t
     assert set(card["tokens_per_step"]) == {"2", "3"} and card["tokens_per_step_on"]["limit"] == 2
     with pytest.raises(HarnessError, match="other settings"):
         measure(dataclasses.replace(cfg, max_new_tokens=16), echo=lambda *a: None)
+    train(TrainConfig(data=str(trajectories), out=str(ck), max_steps=2, save_steps=1000, seed=1), echo=lambda *a: None)
+    with pytest.raises(HarnessError, match="other weights"):  # retrained into the same folder: the old rows are not its
+        measure(cfg, echo=lambda *a: None)

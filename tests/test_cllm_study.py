@@ -110,5 +110,11 @@ def test_study_measures_each_checkpoint_and_the_base_on_the_same_questions(traje
     said = []
     study(cfg, echo=said.append)  # everything measured already: the rows are reused, not decoded again
     assert any("3 of 3" in s for s in said)
+    train(TrainConfig(data=str(trajectories), out=str(ck / "n2"), max_steps=2, lr=3e-3, save_steps=1000,
+                      states_per_block=0, horizon=2, lora_rank=4, seed=1), **quiet)  # n2 retrained in its folder
+    said = []
+    study(cfg, echo=said.append)
+    assert sum("of 3 decodes already measured" in s for s in said) == 2  # the base and n4; n2 is measured anew
+    assert len(list((tmp_path / "study" / "measure").iterdir())) == 4  # the old weights' rows stay on record
     with pytest.raises(HarnessError, match="not a CLLM checkpoint"):
         study(StudyConfig(checkpoints=("tiny-random",), out_dir=str(tmp_path / "x"), base="other"), **quiet)

@@ -6,7 +6,8 @@ on the checkpoint at each block size, untimed: tokens per step is a count, the c
 (block size, question) is appended as it is produced, so an interrupted measurement resumes where it stopped; rows made
 with other settings are refused. The table printed at the end (and, with --write-card, `tokens_per_step` in the
 checkpoint's cllm.json, with the conditions under `tokens_per_step_on`) gives per block size: tokens/step, and the share
-of outputs with a run of 10+ repeated tokens (a looping model commits many tokens per step cheaply).
+of outputs with a run of 10+ repeated tokens (a looping model commits many tokens per step cheaply). Each row records
+the sha256 of the checkpoint's weights: a checkpoint retrained into the same folder is not credited with the old rows.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 from harness import HarnessError
 from harness.evaluation.tasks import prompts_for
 from harness.engine.generate import REPEAT_RUN, Stopper, generate, longest_run
-from harness.engine.models import _resolve, load_model
+from harness.engine.models import _resolve, load_model, weights_sha256
 from harness.engine.records import check_writable_dir, jsonl_lines, make_dir, write_json_atomic
 from harness.engine.session import build_decoder, encode, eos_ids
 from methods.engine import make_engine
@@ -46,8 +47,8 @@ class MeasureConfig:
     write_card: bool = False
 
 
-def read_rows(path: Path, cfg: MeasureConfig) -> list[dict]:
-    """Rows already measured with these settings; a row made with other settings is an error (pass a new --out)."""
+def read_rows(path: Path, cfg: MeasureConfig, weights: str | None) -> list[dict]:
+    """Rows already measured with these settings and weights; a row made otherwise is an error (pass a new --out)."""
     if not path.exists():
         return []
     lines, rows = jsonl_lines(path), []
@@ -63,6 +64,9 @@ def read_rows(path: Path, cfg: MeasureConfig) -> list[dict]:
         if {k: r.get(k) for k in SETTINGS} != want:
             raise HarnessError(f"{path} holds rows measured with other settings ({ {k: r.get(k) for k in SETTINGS} }); "
                                "pass a new --out or the same settings")
+        if r.get("weights_sha256") != weights:
+            raise HarnessError(f"{path} holds rows measured on other weights than {cfg.checkpoint}'s now (retrained?); "
+                               "pass a new --out")
     return rows
 
 
@@ -85,7 +89,8 @@ def measure(cfg: MeasureConfig, echo=print) -> pd.DataFrame:
         raise HarnessError(f"--write-card needs a CLLM checkpoint folder (with cllm.json); {cfg.checkpoint} is a {source} model")
     out = Path(cfg.out)
     check_writable_dir(out.parent, "--out")
-    rows = read_rows(out, cfg)
+    weights = weights_sha256(cfg.checkpoint)
+    rows = read_rows(out, cfg, weights)
     done = {(r["block_size"], r["sample_id"]) for r in rows}
     lm = load_model(cfg.model, cfg.device)
     prompts = prompts_for(cfg.task, cfg.split, cfg.data_dir, lm.chat, cfg.limit)
@@ -106,7 +111,8 @@ def measure(cfg: MeasureConfig, echo=print) -> pd.DataFrame:
                 decoders[n].warm_up()
             g = generate(decoders[n], torch.tensor([ids[text]], device=lm.device), cfg.max_new_tokens, stopper)
             row = {**{k: getattr(cfg, k) for k in SETTINGS}, "block_size": n, "sample_id": sid,
-                   "new_tokens": len(g.tokens), "steps": len(g.step_tokens), "max_repeat_run": longest_run(g.tokens)}
+                   "new_tokens": len(g.tokens), "steps": len(g.step_tokens), "max_repeat_run": longest_run(g.tokens),
+                   "weights_sha256": weights}
             f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())

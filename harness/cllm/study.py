@@ -5,7 +5,8 @@
 For every checkpoint, at the block size its cllm.json records, and for the base model at each of those block sizes
 (the zero-data point), on the first --limit GSM8K *test* questions:
   - tokens/step and the share of looping outputs: `harness cllm measure` rows (Jacobi, untimed, one JSONL file per
-    checkpoint under OUT/measure/, resumable);
+    checkpoint and weights under OUT/measure/, named by the sha256 of the weights so that a checkpoint retrained into
+    the same folder is measured anew; resumable);
   - distance-1..4 hit rates: over every Jacobi state of the base model's trajectories of the same questions (collected
     once per block size under OUT/heldout/), how often the model's argmax at the first wrong token and the 3 after it
     is the fixed point's next token, as Jacobi verification counts it (distance 1 decides whether a step commits more
@@ -30,7 +31,7 @@ from harness.analysis.plots import save_png
 from harness.cllm.measure import MeasureConfig, measure
 from harness.cllm.train import group_samples, pack
 from harness.cllm.trajectories import CollectConfig, collect, read_trajectories
-from harness.engine.models import cllm_card, load_model
+from harness.engine.models import cllm_card, load_model, weights_sha256
 from harness.engine.records import make_dir, write_json_atomic
 
 HORIZON = 4  # distances reported
@@ -90,6 +91,11 @@ def describe(checkpoint: str, base: str) -> dict:
             "schedule": "constant" if r.get("snapshots") else "cosine"}
 
 
+def measure_file(out: Path, checkpoint: str) -> Path:
+    digest = weights_sha256(checkpoint)
+    return out / "measure" / (f"{slug(checkpoint)}-{digest[:12]}.jsonl" if digest else f"{slug(checkpoint)}.jsonl")
+
+
 def heldout(cfg: StudyConfig, block: int, echo) -> list[dict]:
     path = Path(cfg.out_dir) / "heldout" / f"{cfg.task}-test-b{block}.jsonl"
     collect(CollectConfig(out=str(path), model=cfg.base, task=cfg.task, split="test", data_dir=cfg.data_dir,
@@ -121,7 +127,7 @@ def study(cfg: StudyConfig, echo=print) -> pd.DataFrame:
     rows = []
     for name, n, recipe in entries:
         echo(f"study: {name} at block {n}")
-        m = measure(MeasureConfig(out=str(out / "measure" / f"{slug(name)}.jsonl"), checkpoint=name, model=cfg.base,
+        m = measure(MeasureConfig(out=str(measure_file(out, name)), checkpoint=name, model=cfg.base,
                                   block_sizes=(n,), task=cfg.task, limit=cfg.limit, max_new_tokens=cfg.max_new_tokens,
                                   data_dir=cfg.data_dir, engine=cfg.engine, device=cfg.device), echo=echo).iloc[0]
         hits, states = accuracy_by_distance(load_model(name, cfg.device).model, samples[n])

@@ -10,6 +10,7 @@ than one device over the GPUs, CPU memory and disk (accelerate's big-model infer
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import logging
 import os
@@ -261,6 +262,19 @@ def local_sha256(spec: str) -> str | None:
         return _local_content(*_resolve(spec)).get("sha256")
     except HarnessError:
         return None
+
+
+def weights_sha256(spec: str) -> str | None:
+    """Like local_sha256, leaving out a CLLM checkpoint's card (cllm.json): `harness cllm measure --write-card`
+    writes measurements into it, which change what is measured no more than the weights. None where nothing is local."""
+    try:
+        content = _local_content(*_resolve(spec))
+    except HarnessError:
+        return None
+    files = {name: digest for name, digest in content.get("files", {}).items() if name != "cllm.json"}
+    if not files:
+        return content.get("sha256")
+    return hashlib.sha256("".join(f"{name}\t{digest}\n" for name, digest in files.items()).encode()).hexdigest()
 
 
 def _local_content(source: str, path) -> dict:
