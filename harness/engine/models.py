@@ -10,7 +10,6 @@ than one device over the GPUs, CPU memory and disk (accelerate's big-model infer
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import logging
 import os
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 
 from harness import HarnessError
-from harness.engine.records import content_hash, file_sha256
+from harness.engine.records import content_hash, file_sha256, files_sha256
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +273,7 @@ def weights_sha256(spec: str) -> str | None:
     files = {name: digest for name, digest in content.get("files", {}).items() if name != "cllm.json"}
     if not files:
         return content.get("sha256")
-    return hashlib.sha256("".join(f"{name}\t{digest}\n" for name, digest in files.items()).encode()).hexdigest()
+    return files_sha256(files)
 
 
 def _local_content(source: str, path) -> dict:

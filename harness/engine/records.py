@@ -323,8 +323,12 @@ def content_hash(path: Path, cache: Path | None = None) -> dict:
         return {"sha256": file_sha256(path, cache)}
     files = {p.name: file_sha256(p, cache) for p in sorted(path.iterdir())
              if p.is_file() and p.suffix in HASHED_SUFFIXES and not p.name.startswith(".")}
-    listing = "".join(f"{name}\t{digest}\n" for name, digest in files.items())
-    return {"sha256": hashlib.sha256(listing.encode()).hexdigest(), "files": files}
+    return {"sha256": files_sha256(files), "files": files}
+
+
+def files_sha256(files: dict[str, str]) -> str:
+    """One sha256 over a directory's {file name: sha256} (name and digest per line, in the given order)."""
+    return hashlib.sha256("".join(f"{name}\t{digest}\n" for name, digest in files.items()).encode()).hexdigest()
 
 
 def git_commit() -> dict:
