@@ -64,6 +64,8 @@ def test_a_scaling_run_extends_by_resuming_with_a_larger_snapshot(trajectories, 
     train(TrainConfig(out=str(tmp_path / "once"), snapshots=(3, 6), **cfg), **quiet)
     train(TrainConfig(out=str(tmp_path / "grown"), snapshots=(3,), **cfg), **quiet)
     small = load_file(str(tmp_path / "grown" / "n3" / "adapter_model.safetensors"))
+    small_card = json.loads((tmp_path / "grown" / "cllm.json").read_text())["recipe"]
+    assert "resumed_from" not in small_card
     packed = []  # the samples the resumed run trains on: only the three new ones
     pack_one = PackedSamples.__getitem__
     monkeypatch.setattr(PackedSamples, "__getitem__", lambda self, i: packed.append(i) or pack_one(self, i))
@@ -71,12 +73,29 @@ def test_a_scaling_run_extends_by_resuming_with_a_larger_snapshot(trajectories, 
     assert len(packed) == 3
     card = json.loads((tmp_path / "grown" / "cllm.json").read_text())
     assert card["recipe"]["steps"] == 6 and card["recipe"]["samples"] == 6
+    # the resumed run's clock continues from the time saved with the checkpoint it resumed from
+    clock = json.loads((tmp_path / "grown" / "trainer" / "checkpoint-6" / "train_seconds.json").read_text())
+    assert card["recipe"]["resumed_from"] == "checkpoint-3" and card["recipe"]["timed_from_start"] is True
+    assert clock["step"] == 6 and card["recipe"]["train_seconds"] >= clock["seconds"] >= small_card["train_seconds"]
     for snap in ("n3", "n6"):
         once = load_file(str(tmp_path / "once" / snap / "adapter_model.safetensors"))
         grown = load_file(str(tmp_path / "grown" / snap / "adapter_model.safetensors"))
         for name, w in once.items():
             assert grown[name].equal(w), (snap, name)
     assert all(w.equal(small[k]) for k, w in load_file(str(tmp_path / "grown" / "n3" / "adapter_model.safetensors")).items())
+
+
+def test_a_resume_from_a_checkpoint_without_its_clock_reports_no_training_cost(trajectories, tmp_path):
+    from harness.cllm.study import describe
+
+    cfg = dict(data=str(trajectories), lr=3e-3, save_steps=1, states_per_block=0, horizon=2, lora_rank=4)
+    train(TrainConfig(out=str(tmp_path / "old"), snapshots=(3,), **cfg), **quiet)
+    (tmp_path / "old" / "trainer" / "checkpoint-3" / "train_seconds.json").unlink()  # as a checkpoint from before it
+    train(TrainConfig(out=str(tmp_path / "old"), snapshots=(3, 6), resume=True, **cfg), **quiet)
+    recipe = json.loads((tmp_path / "old" / "n6" / "cllm.json").read_text())["recipe"]
+    assert recipe["resumed_from"] == "checkpoint-3" and recipe["timed_from_start"] is False
+    assert pd.isna(describe(str(tmp_path / "old" / "n6"), "tiny-random")["train_minutes"])
+    assert describe(str(tmp_path / "old" / "n3"), "tiny-random")["train_minutes"] >= 0  # timed whole, before
 
 
 def test_snapshot_runs_refuse_what_would_break_the_equality(trajectories, tmp_path):

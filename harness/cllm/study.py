@@ -86,8 +86,10 @@ def describe(checkpoint: str, base: str) -> dict:
         raise HarnessError(f"{checkpoint} is not a CLLM checkpoint (no cllm.json); the study reads its block size "
                            "and recipe from the card")
     r = card["recipe"]
+    # a run resumed from a checkpoint older than the training clock timed only its last part: no cost to report
+    minutes = round(float(r["train_seconds"]) / 60, 1) if r.get("timed_from_start", True) else float("nan")
     return {"block_size": int(card["block_size"]), "samples": int(r["samples"]), "epochs": float(r["epochs"]),
-            "steps": int(r["steps"]), "train_minutes": round(float(r["train_seconds"]) / 60, 1),
+            "steps": int(r["steps"]), "train_minutes": minutes,
             "schedule": "constant" if r.get("snapshots") else "cosine"}
 
 

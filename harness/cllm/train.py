@@ -196,6 +196,34 @@ def _snapshot_callback(write, snapshots: tuple[int, ...], samples_per_step: int)
     return Snapshots()
 
 
+CLOCK = "train_seconds.json"  # in each trainer checkpoint: the training time up to it, so a resumed run adds to it
+
+
+def _clock_callback(elapsed):
+    """Writes the training time so far into every checkpoint the Trainer saves (on_save follows the save)."""
+    from transformers import TrainerCallback
+
+    class Clock(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
+                (folder / CLOCK).write_text(json.dumps({"step": state.global_step, "seconds": round(elapsed(), 1)}))
+
+    return Clock()
+
+
+def resumed_seconds(trainer_dir: Path) -> tuple[str | None, float | None]:
+    """(checkpoint, seconds of training before it) for the checkpoint a --resume continues from: (None, 0.0) with
+    nothing to resume, seconds None where that checkpoint predates the clock file (its time is unknown)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(trainer_dir)) if trainer_dir.is_dir() else None
+    if last is None:
+        return None, 0.0
+    clock = Path(last) / CLOCK
+    return last, float(json.loads(clock.read_text())["seconds"]) if clock.exists() else None
+
+
 class PackedSamples(torch.utils.data.Dataset):
     def __init__(self, samples, loss, seed, states_per_block=1, horizon=0):
         self.samples, self.loss, self.rng = samples, loss, random.Random(seed)
@@ -299,18 +327,26 @@ def train(cfg: TrainConfig, echo=print) -> Path:
     trainer = _trainer_class()(model=model, args=args, train_dataset=dataset,
                                data_collator=lambda batch: batch[0])
     trainer.ar_weight = cfg.ar_weight
+    last, before = resumed_seconds(out / "trainer") if cfg.resume else (None, 0.0)
+    if last and before is None:
+        log.warning("%s predates the training clock: train_seconds counts only the time from this resume", last)
     t0 = time.perf_counter()
+    timing = {"resumed_from": Path(last).name if last else None, "timed_from_start": before is not None}
+
+    def elapsed() -> float:
+        return (before or 0.0) + time.perf_counter() - t0
+
+    trainer.add_callback(_clock_callback(elapsed))
     if cfg.snapshots:
         def write_snapshot(n: int, steps: int):
             folder = out / f"n{n}"
             if (folder / CARD).exists():
                 return  # written before an interruption; the resumed run passes this step again
             history = [h for h in trainer.state.log_history if "loss" in h]
-            save(model, lm, folder, cfg, header, samples[:n], steps, history, time.perf_counter() - t0)
+            save(model, lm, folder, cfg, header, samples[:n], steps, history, elapsed(), timing=timing)
             echo(f"snapshot after {n} samples: {folder}")
         trainer.add_callback(_snapshot_callback(write_snapshot, cfg.snapshots, cfg.grad_accum))
-    resume = cfg.resume and any((out / "trainer").glob("checkpoint-*"))
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    result = trainer.train(resume_from_checkpoint=last)
     history = [h for h in trainer.state.log_history if "loss" in h]
     # Under a launcher: the ranks must hold the same weights (DDP); the full state dict is gathered from
     # every rank (FSDP shards it) and rank 0 alone writes the checkpoint.
@@ -319,8 +355,8 @@ def train(cfg: TrainConfig, echo=print) -> Path:
     processes = ranks_agree(acc, model)
     state_dict = acc.get_state_dict(trainer.model_wrapped)
     if acc.is_main_process:
-        save(model, lm, out, cfg, header, samples, result.global_step, history, time.perf_counter() - t0, state_dict,
-             processes)
+        save(model, lm, out, cfg, header, samples, result.global_step, history, elapsed(), state_dict, processes,
+             timing)
         echo(f"checkpoint: {out} ({len(samples)} samples, {result.global_step} steps"
              + (f", {acc.num_processes} processes" if acc.num_processes > 1 else "") + ")")
     acc.wait_for_everyone()
@@ -355,7 +391,7 @@ def ranks_agree(acc, model) -> dict | None:
 
 
 def save(model, lm, out: Path, cfg: TrainConfig, header, samples, steps: int, history, seconds, state_dict=None,
-         processes: dict | None = None) -> None:
+         processes: dict | None = None, timing: dict | None = None) -> None:
     """The checkpoint: the adapter (bfloat16) or the full model with its tokenizer, and cllm.json. `state_dict`
     (from accelerate's get_state_dict, which gathers sharded weights) is written instead of model's own."""
     out.mkdir(parents=True, exist_ok=True)
@@ -369,6 +405,11 @@ def save(model, lm, out: Path, cfg: TrainConfig, header, samples, steps: int, hi
             "block_size": header["block_size"], "recipe": {**asdict(cfg), "trajectories": header,
             "samples": len(samples), "steps": steps, "train_seconds": round(seconds, 1),
             "final_log": history[-1] if history else None}}
+    if timing and timing["resumed_from"]:
+        # train_seconds covers the whole training when the checkpoint resumed from carried its clock; otherwise
+        # only the part after the resume (timed_from_start false), and readers must not take it as the cost
+        card["recipe"]["resumed_from"] = timing["resumed_from"]
+        card["recipe"]["timed_from_start"] = timing["timed_from_start"]
     if processes:
         card["recipe"]["processes"] = processes
     (out / CARD).write_text(json.dumps(card, indent=2) + "\n")
