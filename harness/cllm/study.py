@@ -174,14 +174,16 @@ def plot(table: pd.DataFrame):
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, (n, g) in enumerate(table.groupby("block_size")):
         color = f"C{i}"
-        h = g[g["epochs"] <= 1].sort_values("samples")  # the base (0 epochs) and the one-epoch trainings
+        # the line: the base and the one-epoch constant-rate trainings (a snapshot run); other recipes (more epochs,
+        # a cosine schedule) are points off the line, named in the legend
+        on_line = (g["epochs"] <= 1) & (g["schedule"] != "cosine")
+        h = g[on_line].sort_values("samples")
         left.plot([where[s] for s in h["samples"]], h["tokens_per_step"], "o-", color=color, label=f"block {n}")
         right.plot([where[s] for s in h["samples"]], h["d1"], "o-", color=color, label=f"block {n}")
-        more = g[g["epochs"] > 1]
-        if len(more):
-            left.plot([where[s] for s in more["samples"]], more["tokens_per_step"], "s", color=color, mfc="none",
-                      ms=9, label=f"block {n}, {', '.join(f'{e:g}' for e in sorted(more['epochs'].unique()))} epochs")
-            right.plot([where[s] for s in more["samples"]], more["d1"], "s", color=color, mfc="none", ms=9)
+        for marker, ((schedule, epochs), more) in zip("sD^v<>", g[~on_line].groupby(["schedule", "epochs"])):
+            left.plot([where[s] for s in more["samples"]], more["tokens_per_step"], marker, color=color, mfc="none",
+                      ms=9, label=f"block {n}, {schedule}, {epochs:g} epochs")
+            right.plot([where[s] for s in more["samples"]], more["d1"], marker, color=color, mfc="none", ms=9)
         if "break_even" in g and g["break_even"].notna().any():
             left.axhline(float(g["break_even"].iloc[0]), color=color, ls="--", lw=1,
                          label=f"break-even, block {n}")
