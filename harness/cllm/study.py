@@ -21,6 +21,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
+from itertools import cycle
 from pathlib import Path
 
 import pandas as pd
@@ -180,7 +181,7 @@ def plot(table: pd.DataFrame):
         h = g[on_line].sort_values("samples")
         left.plot([where[s] for s in h["samples"]], h["tokens_per_step"], "o-", color=color, label=f"block {n}")
         right.plot([where[s] for s in h["samples"]], h["d1"], "o-", color=color, label=f"block {n}")
-        for marker, ((schedule, epochs), more) in zip("sD^v<>", g[~on_line].groupby(["schedule", "epochs"])):
+        for marker, ((schedule, epochs), more) in zip(cycle("sD^v<>"), g[~on_line].groupby(["schedule", "epochs"])):
             left.plot([where[s] for s in more["samples"]], more["tokens_per_step"], marker, color=color, mfc="none",
                       ms=9, label=f"block {n}, {schedule}, {epochs:g} epochs")
             right.plot([where[s] for s in more["samples"]], more["d1"], marker, color=color, mfc="none", ms=9)
