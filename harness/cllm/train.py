@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from harness import HarnessError
 from harness.cllm.trajectories import read_trajectories
 from methods.kv import model_mask
-from harness.engine.records import check_writable_dir
+from harness.engine.records import check_writable_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 CARD = "cllm.json"  # in a checkpoint directory: its base model and the recipe that made it
@@ -207,7 +207,7 @@ def _clock_callback(elapsed):
         def on_save(self, args, state, control, **kwargs):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if state.is_world_process_zero and folder.is_dir():
-                (folder / CLOCK).write_text(json.dumps({"step": state.global_step, "seconds": round(elapsed(), 1)}))
+                write_json_atomic(folder / CLOCK, {"step": state.global_step, "seconds": round(elapsed(), 1)})
 
     return Clock()
 
@@ -331,7 +331,8 @@ def train(cfg: TrainConfig, echo=print) -> Path:
     if last and before is None:
         log.warning("%s predates the training clock: train_seconds counts only the time from this resume", last)
     t0 = time.perf_counter()
-    timing = {"resumed_from": Path(last).name if last else None, "timed_from_start": before is not None}
+    # on the card of a resumed run: train_seconds covers the whole training only where timed_from_start
+    timing = {"resumed_from": Path(last).name, "timed_from_start": before is not None} if last else {}
 
     def elapsed() -> float:
         return (before or 0.0) + time.perf_counter() - t0
@@ -405,11 +406,7 @@ def save(model, lm, out: Path, cfg: TrainConfig, header, samples, steps: int, hi
             "block_size": header["block_size"], "recipe": {**asdict(cfg), "trajectories": header,
             "samples": len(samples), "steps": steps, "train_seconds": round(seconds, 1),
             "final_log": history[-1] if history else None}}
-    if timing and timing["resumed_from"]:
-        # train_seconds covers the whole training when the checkpoint resumed from carried its clock; otherwise
-        # only the part after the resume (timed_from_start false), and readers must not take it as the cost
-        card["recipe"]["resumed_from"] = timing["resumed_from"]
-        card["recipe"]["timed_from_start"] = timing["timed_from_start"]
+    card["recipe"].update(timing or {})
     if processes:
         card["recipe"]["processes"] = processes
     (out / CARD).write_text(json.dumps(card, indent=2) + "\n")
