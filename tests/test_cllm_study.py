@@ -98,6 +98,21 @@ def test_a_resume_from_a_checkpoint_without_its_clock_reports_no_training_cost(t
     assert describe(str(tmp_path / "old" / "n3"), "tiny-random")["train_minutes"] >= 0  # timed whole, before
 
 
+def test_the_card_says_how_many_epochs_a_step_capped_run_made(trajectories, tmp_path):
+    """--max-steps stops a cosine run short of its --epochs: the card and the study give the passes actually made."""
+    from harness.cllm.study import describe
+
+    cfg = dict(data=str(trajectories), lr=3e-3, save_steps=1000, states_per_block=0, horizon=2, lora_rank=4)
+    train(TrainConfig(out=str(tmp_path / "short"), max_steps=4, **cfg), **quiet)
+    card_path = tmp_path / "short" / "cllm.json"
+    card = json.loads(card_path.read_text())
+    assert card["recipe"]["epochs"] == 1.0 and card["recipe"]["epochs_trained"] == pytest.approx(4 / 6, abs=1e-3)
+    assert describe(str(tmp_path / "short"), "tiny-random")["epochs"] == pytest.approx(4 / 6, abs=1e-3)
+    del card["recipe"]["epochs_trained"]  # a card from before the field: worked out from its steps and samples
+    card_path.write_text(json.dumps(card))
+    assert describe(str(tmp_path / "short"), "tiny-random")["epochs"] == pytest.approx(4 / 6, abs=1e-3)
+
+
 def test_snapshot_runs_refuse_what_would_break_the_equality(trajectories, tmp_path):
     with pytest.raises(HarnessError, match="one epoch"):
         train(TrainConfig(data=str(trajectories), out=str(tmp_path / "a"), snapshots=(2,), epochs=2), **quiet)

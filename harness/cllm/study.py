@@ -30,7 +30,7 @@ import torch
 from harness import HarnessError
 from harness.analysis.plots import save_png
 from harness.cllm.measure import MeasureConfig, measure
-from harness.cllm.train import group_samples, pack
+from harness.cllm.train import epochs_trained, group_samples, pack
 from harness.cllm.trajectories import CollectConfig, collect, read_trajectories
 from harness.engine.models import cllm_card, load_model, weights_sha256
 from harness.engine.records import make_dir, write_json_atomic
@@ -89,7 +89,7 @@ def describe(checkpoint: str, base: str) -> dict:
     r = card["recipe"]
     # a run resumed from a checkpoint older than the training clock timed only its last part: no cost to report
     minutes = round(float(r["train_seconds"]) / 60, 1) if r.get("timed_from_start", True) else float("nan")
-    return {"block_size": int(card["block_size"]), "samples": int(r["samples"]), "epochs": float(r["epochs"]),
+    return {"block_size": int(card["block_size"]), "samples": int(r["samples"]), "epochs": epochs_trained(r),
             "steps": int(r["steps"]), "train_minutes": minutes,
             "schedule": "constant" if r.get("snapshots") else "cosine"}
 

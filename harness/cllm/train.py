@@ -405,11 +405,21 @@ def save(model, lm, out: Path, cfg: TrainConfig, header, samples, steps: int, hi
     card = {"base_model": cfg.model or header["model"], "kind": "lora" if cfg.lora else "full",
             "block_size": header["block_size"], "recipe": {**asdict(cfg), "trajectories": header,
             "samples": len(samples), "steps": steps, "train_seconds": round(seconds, 1),
+            "epochs_trained": round(steps * cfg.grad_accum * (processes or {}).get("world_size", 1) / len(samples), 3),
             "final_log": history[-1] if history else None}}
     card["recipe"].update(timing or {})
     if processes:
         card["recipe"]["processes"] = processes
     (out / CARD).write_text(json.dumps(card, indent=2) + "\n")
+
+
+def epochs_trained(recipe: dict) -> float:
+    """Passes over the samples a card's training made: --epochs, unless --max-steps stopped it sooner or later
+    (a card written before epochs_trained was recorded: worked out from its steps)."""
+    if "epochs_trained" in recipe:
+        return float(recipe["epochs_trained"])
+    world = (recipe.get("processes") or {}).get("world_size", 1)
+    return round(recipe["steps"] * recipe.get("grad_accum", 1) * world / recipe["samples"], 3)
 
 
 def _to_bfloat16(path: Path) -> None:
