@@ -405,7 +405,8 @@ def save(model, lm, out: Path, cfg: TrainConfig, header, samples, steps: int, hi
     card = {"base_model": cfg.model or header["model"], "kind": "lora" if cfg.lora else "full",
             "block_size": header["block_size"], "recipe": {**asdict(cfg), "trajectories": header,
             "samples": len(samples), "steps": steps, "train_seconds": round(seconds, 1),
-            "epochs_trained": round(steps * cfg.grad_accum * (processes or {}).get("world_size", 1) / len(samples), 3),
+            "epochs_trained": round(steps * cfg.grad_accum * (processes or {}).get("world_size", 1)
+                                    / max(len(samples), 1), 3),  # 0 samples: an untrained checkpoint, 0 epochs
             "final_log": history[-1] if history else None}}
     card["recipe"].update(timing or {})
     if processes:
