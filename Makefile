@@ -34,13 +34,15 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra --durations=15
 
 # The recipe behind the shipped CLLM checkpoint (docs/cllm.md#shipped-checkpoint): block-4 trajectories of the first
-# 1095 GSM8K train questions (the data-scaling study's file, shared with cllm-scaling), then 1024 consistency-training
-# steps with a cosine rate. About 2.5 h of collection and 1 h of training on a 2-core CPU; both steps resume.
+# 1095 GSM8K train questions (the data-scaling study's file, shared with cllm-scaling; 1090 kept by cleaning), then 1024
+# consistency-training steps with a cosine rate over those 1090 samples (--samples: the file's first 1090, whatever
+# the study has appended since). About 2.5 h of collection and 1 h of training on a 2-core CPU; both steps resume.
 cllm-checkpoint: $(STAMP)
 	$(BIN)/harness cllm collect --task gsm8k --split train --limit 1095 --block-size 4 --max-new-tokens 256 \
 		--batch-size 32 --data-dir $(DATA_DIR) --out results/cllm-study/trajectories-b4.jsonl
 	$(BIN)/harness cllm train --data results/cllm-study/trajectories-b4.jsonl --out $(CLLM_OUT) --loss global \
-		--ar-weight 10 --lora --lr 1e-3 --states-per-block 0 --horizon 4 --max-steps 1024 --save-steps 32 --resume
+		--ar-weight 10 --lora --lr 1e-3 --states-per-block 0 --horizon 4 --max-steps 1024 --save-steps 32 --resume \
+		--samples 1090
 
 # The CLLM study (docs/cllm.md#the-study): block size and training data against tokens/step on 40 held-out GSM8K
 # test questions, with break-even from the committed profile. Every step resumes: rerun the target to continue.
@@ -70,7 +72,8 @@ LARGEST = $(lastword $(STUDY_SIZES))
 # 7% more questions than the largest size: cleaning drops the few whose answer loops
 cllm-scaling: cllm-blocks
 	$(BIN)/harness cllm collect --task gsm8k --split train --limit $$(( $(LARGEST) * 107 / 100 )) \
-		--block-size $(STUDY_BLOCK) --max-new-tokens 256 --data-dir $(DATA_DIR) --out $(STUDY)/trajectories-b$(STUDY_BLOCK).jsonl
+		--block-size $(STUDY_BLOCK) --max-new-tokens 256 --batch-size 32 --data-dir $(DATA_DIR) \
+		--out $(STUDY)/trajectories-b$(STUDY_BLOCK).jsonl
 	[ -f $(SCALE)/n$(LARGEST)/cllm.json ] || $(BIN)/harness cllm train --data $(STUDY)/trajectories-b$(STUDY_BLOCK).jsonl \
 		--out $(SCALE) $(RECIPE) --snapshots $$(echo $(STUDY_SIZES) | tr ' ' ,)
 	$(BIN)/harness cllm study $(STUDY_ARGS) $(foreach n,$(STUDY_SIZES),--checkpoint $(SCALE)/n$(n))

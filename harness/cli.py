@@ -404,6 +404,8 @@ def collect(**kwargs):
 @click.option("--resume", is_flag=True, help="Continue from the last Trainer checkpoint in OUT/trainer.")
 @click.option("--snapshots", default="", help="A data-scaling run, e.g. 128,256,512,1024: one epoch over the first "
               "1024 samples at a constant rate, writing OUT/nN after N samples (each equals a training on N alone).")
+@click.option("--samples", type=int, default=0, show_default=True,
+              help="Train on the file's first N samples only (0: all), so a recipe stays the same when its file grows.")
 def train(snapshots, **kwargs):
     """Consistency-train a model on trajectories (transformers Trainer; `accelerate launch` for several GPUs)."""
     from harness.cllm.train import TrainConfig, train as train_

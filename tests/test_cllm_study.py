@@ -113,6 +113,28 @@ def test_the_card_says_how_many_epochs_a_step_capped_run_made(trajectories, tmp_
     assert describe(str(tmp_path / "short"), "tiny-random")["epochs"] == pytest.approx(4 / 6, abs=1e-3)
 
 
+def test_samples_trains_on_the_first_n_of_a_grown_file_as_on_the_file_before_it_grew(trajectories, tmp_path):
+    """A recipe with --samples N gives the same weights after a study appends questions to its trajectory file."""
+    lines = trajectories.read_text().splitlines()
+    first = []  # the first three samples' ids, in the order collected
+    for line in lines[1:]:
+        sid = json.loads(line)["sample_id"]
+        if sid not in first:
+            first.append(sid)
+    small = tmp_path / "small.jsonl"  # the file as it was when it held three samples
+    small.write_text("\n".join([lines[0]] + [x for x in lines[1:] if json.loads(x)["sample_id"] in first[:3]]) + "\n")
+    cfg = dict(lr=3e-3, save_steps=1000, states_per_block=0, horizon=2, lora_rank=4, max_steps=3)
+    train(TrainConfig(data=str(small), out=str(tmp_path / "before"), **cfg), **quiet)
+    train(TrainConfig(data=str(trajectories), out=str(tmp_path / "after"), samples=3, **cfg), **quiet)
+    train(TrainConfig(data=str(trajectories), out=str(tmp_path / "all"), **cfg), **quiet)
+    w = {k: load_file(str(tmp_path / k / "adapter_model.safetensors")) for k in ("before", "after", "all")}
+    assert all(w["after"][k].equal(v) for k, v in w["before"].items())
+    assert any(not w["all"][k].equal(v) for k, v in w["before"].items())  # without --samples: another training
+    assert json.loads((tmp_path / "after" / "cllm.json").read_text())["recipe"]["samples"] == 3
+    with pytest.raises(HarnessError, match="holds 6 samples"):
+        train(TrainConfig(data=str(trajectories), out=str(tmp_path / "x"), samples=7, **cfg), **quiet)
+
+
 def test_snapshot_runs_refuse_what_would_break_the_equality(trajectories, tmp_path):
     with pytest.raises(HarnessError, match="one epoch"):
         train(TrainConfig(data=str(trajectories), out=str(tmp_path / "a"), snapshots=(2,), epochs=2), **quiet)

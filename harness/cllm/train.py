@@ -60,6 +60,7 @@ class TrainConfig:
     resume: bool = False
     mixed_precision: str = "auto"  # bf16 autocast over fp32 weights: auto = on CUDA with bf16, or a CPU with AMX
     snapshots: tuple[int, ...] = ()  # a data-scaling run: checkpoints after N samples (see snapshot_order)
+    samples: int = 0  # > 0: only the file's first N samples, so a recipe stays fixed when its file grows
 
 
 def use_bf16(mode: str, device: torch.device) -> bool:
@@ -275,7 +276,12 @@ def train(cfg: TrainConfig, echo=print) -> Path:
     header, records, _ = read_trajectories(Path(cfg.data))
     if not records:
         raise HarnessError(f"{cfg.data} holds no trajectories")
-    samples = group_samples(records)
+    samples = group_samples(records)  # in the file's order: a grown file keeps its first samples first
+    if cfg.samples < 0:
+        raise HarnessError("--samples must be 0 (every sample) or a positive number")
+    if cfg.samples > len(samples):
+        raise HarnessError(f"--samples {cfg.samples}: {cfg.data} holds {len(samples)} samples; collect more or ask for fewer")
+    samples = samples[:cfg.samples or None]
     if cfg.snapshots:
         if cfg.epochs != 1 or cfg.max_steps != -1:
             raise HarnessError("--snapshots trains one epoch over the largest snapshot (drop --epochs/--max-steps)")
