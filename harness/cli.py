@@ -239,6 +239,9 @@ def report(run_dirs, out, n_boot, seed, plots):
 @click.option("--batch-sizes", metavar="B,B,...",
               help="Several batch sizes, e.g. 1,2,4,8: each its own runs against batched AR, plus a plot of speedup vs "
               "batch size (docs/batching.md).")
+@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run every cell R times, the whole sweep once per replicate (methods interleaved, so that drift "
+              "hits them all); the report's intervals then resample runs and documents.")
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=2000, show_default=True)
 @click.option("--plots/--no-plots", default=True, show_default=True)
 @click.option("--require-sandbox", is_flag=True, help="Refuse to run model-written code without OS isolation (bubblewrap).")

@@ -95,6 +95,10 @@ class Decoder:
         """Compile every forward this decoder will run (an eager engine does nothing); seconds spent."""
         return self.engine.warm_up(self.widths(), progress=progress)
 
+    def engines(self) -> dict[str, Engine]:
+        """{role: engine} for every engine this decoder runs forwards on (recorded in run.json)."""
+        return {"target": self.engine}
+
     def load_second_model(self, spec: str) -> torch.nn.Module:
         """A second model from `spec`, on this model's device and dtype, through the loader passed in."""
         if self.loader is None:

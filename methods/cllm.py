@@ -54,3 +54,6 @@ class CLLM(Jacobi):
         self.options = dataclasses.replace(self.options, block_size=n)  # Jacobi's decode reads an int
         self.model = checkpoint  # Jacobi decoding runs on the checkpoint, on an engine of the same kind
         self.engine = self.engine.like(checkpoint)
+
+    def engines(self):
+        return {"checkpoint": self.engine}  # every forward runs on the checkpoint, none on the base model

@@ -42,6 +42,10 @@ class Drafter:
         """Make room for a request of `positions` in the drafter's engine, if it has one; True when it changed size."""
         return False
 
+    def engines(self) -> dict[str, Engine]:
+        """{role: engine} of the drafter's own forwards (none for a drafter without a model)."""
+        return {"draft": self.engine} if isinstance(getattr(self, "engine", None), Engine) else {}
+
     def propose(self, committed: Sequence[int], k: int, temperature: float):
         raise NotImplementedError
 

@@ -59,6 +59,9 @@ class Speculative(Decoder):
     def warm_up(self, progress=None) -> float:
         return super().warm_up(progress) + self.drafter.warm_up(progress)
 
+    def engines(self):
+        return {**super().engines(), **self.drafter.engines()}
+
     def warm_up_batch(self, batch_size, progress=None) -> float:
         return super().warm_up_batch(batch_size, progress) + self.drafter.warm_up_batch(batch_size, progress)
 

@@ -117,7 +117,7 @@ def test_bench_interrupted_then_resumed_then_skipped(tmp_path, data_dir, loads, 
     assert list(board["lossless_rate"]) == [1.0, 1.0, 1.0]
     assert board.loc[1, "options"] == "block_size=4,init=prompt,seed=0"
     plots = sorted((tmp_path / "res" / "plots").iterdir())
-    assert len(plots) == 5 and all(p.read_bytes()[:8] == PNG for p in plots)
+    assert len(plots) == 6 and all(p.read_bytes()[:8] == PNG for p in plots)
     report = (tmp_path / "res" / "report.md").read_text()
     assert "harness bench --tasks gsm8k --methods jacobi:block_size=4,speculative:draft=ngram,k=3" in report
 

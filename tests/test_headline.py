@@ -28,8 +28,10 @@ def test_headline_matrix_per_task_tables_and_reproduction():
     lines = text.splitlines()
     assert "| method | gsm8k | humaneval | tokens/step (mean over tasks) | lossless |" in lines
     # one matrix row per method (AR left out), each with a cell per task carrying the board's figures
+    # one matrix row per method (AR left out), twice: every pair, then the clean pairs only
     rows = [line for line in lines if line.startswith("| `") and line.count("|") == 6]
-    assert [r.split("|")[1].strip() for r in rows] == ["`jacobi`", "`lookahead`", "`speculative`"]
+    assert [r.split("|")[1].strip() for r in rows] == ["`jacobi`", "`lookahead`", "`speculative`"] * 2
+    assert lines.index("### Clean pairs only") > lines.index(rows[2]) and "(n " in rows[3]
     spec = board[(board["method"] == "speculative") & (board["task"] == "gsm8k")].iloc[0]
     assert cell(spec) in rows[2] and spec["speedup_lo"] > 1 and "**" in rows[2]
     assert "### gsm8k" in lines and "### humaneval" in lines

@@ -342,12 +342,13 @@ def test_report_writes_csv_plots_and_markdown(tmp_path):
     assert list(csv.columns) == COLUMNS and len(csv) == 8  # 2 tasks x (3 methods + AR)
     assert np.allclose(csv["speedup"], board["speedup"]) and set(csv["hardware"]) == {"2-core CPU"}
     plots = sorted(p.name for k, p in written.items() if k.startswith("plot:"))
-    assert plots == ["accuracy_vs_speedup.png", "speedup.png", "speedup_matrix.png", "speedup_vs_tokens_per_step.png",
-                     "step_tokens.png"]
+    assert plots == ["acceptance_by_position.png", "accuracy_vs_speedup.png", "speedup.png", "speedup_matrix.png",
+                     "speedup_vs_tokens_per_step.png", "step_tokens.png"]
     assert all(is_png(p) for k, p in written.items() if k.startswith("plot:"))
     md = written["report"].read_text()
     assert "harness report x" in md and "### gsm8k (accuracy: `acc,none`)" in md and "## Runs" in md
-    assert md.count("| `speculative` |") == 2 and "](plots/speedup.png)" in md
+    # per task: its leaderboard row and its acceptance row
+    assert md.count("| `speculative` |") == 4 and "](plots/speedup.png)" in md and "| method | τ | 1 | 2 |" in md
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left
 
 
@@ -361,7 +362,7 @@ def test_plots_per_model_and_the_step_distribution(tmp_path):
     figures = plots.make_plots(leaderboard(runs, n_boot=50), runs.samples, tmp_path)
     assert set(figures) == {("m", "2-core CPU"), ("m2", "2-core CPU")}
     assert figures[("m2", "2-core CPU")]["speedup"].name == "m2-speedup.png"
-    assert len(list(tmp_path.glob("*.png"))) == 10 and all(is_png(p) for p in tmp_path.glob("*.png"))
+    assert len(list(tmp_path.glob("*.png"))) == 12 and all(is_png(p) for p in tmp_path.glob("*.png"))
 
     # the distribution, checked by hand: steps committing 1, 1, 3 and 1, 2 tokens: 60%, 20%, 20%
     rows = [sample("ar", "a", 1.0), sample("jacobi", "a", 1.0, 5, 3, step_tokens=[1, 1, 3]),
@@ -428,7 +429,7 @@ def test_cli_report_and_its_warnings(tmp_path):
     assert "no AR rows" in md  # warnings are in the report too
     # the empty interval is explained under its table, and the definition is written in the report
     assert "Note: no interval for `m`: 2 documents, fewer than 10: too few to resample, no interval." in md
-    assert "(Σ method new tokens / Σ method time) ÷ (Σ AR new tokens / Σ AR time)" in md
+    assert "defined once, in docs/measurement.md" in md  # the report points to the one definition
 
 
 @pytest.mark.parametrize("args,message", [
@@ -536,5 +537,5 @@ def test_concurrent_reports_on_one_out_leave_one_writers_complete_set(tmp_path):
     for csv, md, plots in seen:  # whichever writer came last, the three agree on it
         (writer,) = _writers_named(csv)
         assert _writers_named(md) == _writers_named(plots) == {writer}
-        assert plots.count(".png") == 10 and md.count("](plots/") == 10
+        assert plots.count(".png") == 12 and md.count("](plots/") == 12
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no staging folders left

@@ -365,6 +365,20 @@ def test_cli_mt_bench_without_judge_has_no_accuracy(data_dir, tmp_path):
     assert result.exit_code == 0, result.output
     s = json.loads((run_dir_of(out) / "summary.json").read_text())["methods"]["jacobi"]
     assert s["accuracy"] is None and s["lossless_rate"] == 1.0 and s["n_paired"] == 2
+    assert set(s["turns"]) == {"1", "2"} and all(t["speedup"] > 0 for t in s["turns"].values())  # per-turn figures
+
+
+def test_mt_bench_alternates_who_goes_first_per_conversation_not_per_turn(data_dir, tmp_path):
+    out = tmp_path / "runs"
+    result = invoke("run", "--method", "jacobi", "--task", "mt_bench", "--model", "tiny-random", "--max-new-tokens",
+                    "4", "--data-dir", str(data_dir), "--output-dir", str(out))
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (run_dir_of(out) / "samples.jsonl").read_text().splitlines()]
+    first = {(r["doc_id"], r["turn"]): r["method"] for r in rows if r["order"] == 0}
+    docs = sorted({d for d, _ in first})
+    assert len(docs) == 2 and all(first[(d, 1)] == first[(d, 2)] for d in docs)  # one side first on both turns
+    assert first[(docs[0], 1)] != first[(docs[1], 1)]  # and the other side on the next conversation
+    assert json.loads((run_dir_of(out) / "run.json").read_text())["pair_order"].startswith("alternates per conversation")
 
 
 def test_cli_spider_reports_skipped_examples(data_dir, tmp_path):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.analysis.leaderboard import labels
-from harness.analysis.markdown import fmt
+from harness.analysis.markdown import fmt, interval
 from harness.analysis.summary import BASELINE
 
 # The CLLM paper's speedups (Kou et al. 2024, arXiv 2403.00835; LLaMA-2-7B-sized models on one A100, batch 1),
@@ -30,43 +30,64 @@ PAPER = [
 ]
 
 
-def cell(row: pd.Series | None) -> str:
-    """A matrix cell: speedup [lo, hi], bold where the whole interval is above 1 (faster than AR, established)."""
-    if row is None or pd.isna(row["speedup"]):
+def cell(row: pd.Series | None, name: str = "speedup") -> str:
+    """A matrix cell: the figure [lo, hi], bold where the whole interval is above 1 (faster than AR, established)."""
+    if row is None or pd.isna(row.get(name)):
         return "–"
-    s, lo, hi = row["speedup"], row["speedup_lo"], row["speedup_hi"]
-    if pd.isna(lo) or pd.isna(hi):
+    s, lo, hi = row[name], row.get(f"{name}_lo"), row.get(f"{name}_hi")
+    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
         return f"{s:.2f}× (no CI)"
     text = f"{s:.2f}× [{lo:.2f}, {hi:.2f}]"
     return f"**{text}**" if lo > 1 else text
 
 
-def matrix(board: pd.DataFrame) -> list[str]:
-    """Method × task: one row per method label (AR left out: 1× by definition)."""
+def matrix(board: pd.DataFrame, name: str = "speedup", count: str | None = None) -> list[str]:
+    """Method × task of one figure: one row per method label (AR left out: 1× by definition); `count` adds a
+    column's value after each cell (e.g. the clean pairs)."""
     tasks = list(dict.fromkeys(board["task"]))
     rows = board[board["method"] != BASELINE]
     out = ["| method | " + " | ".join(tasks) + " | tokens/step (mean over tasks) | lossless |",
            "|---|" + "---|" * (len(tasks) + 2)]
-    for name, mine in rows.groupby("label", sort=False):
+    for label, mine in rows.groupby("label", sort=False):
         by_task = {t: r for t, r in mine.set_index("task").iterrows()}
         tps = mine["tokens_per_step"].astype(float).mean()
         lossless = mine["lossless_rate"].astype(float)
         loss_text = "–" if lossless.isna().all() else (
             f"{lossless.min():.0%}" if lossless.min() == lossless.max() else f"{lossless.min():.0%}–{lossless.max():.0%}")
-        out.append(f"| `{name}` | " + " | ".join(cell(by_task.get(t)) for t in tasks)
-                   + f" | {tps:.2f} | {loss_text} |")
+        cells = [cell(by_task.get(t), name) + (f" (n {fmt(by_task[t][count], '.0f')})" if count and t in by_task else "")
+                 for t in tasks]
+        out.append(f"| `{label}` | " + " | ".join(cells) + f" | {tps:.2f} | {loss_text} |")
+    return out
+
+
+def lossy_table(board: pd.DataFrame) -> list[str]:
+    """Methods whose output is not token-identical to AR's: per-token and per-answer speedups, the accuracy difference
+    and the quality-weighted speedup, each with its interval."""
+    rows = board[(board["method"] != BASELINE) & (board["lossless_rate"].astype(float) < 1)]
+    if rows.empty:
+        return []
+    out = ["| method | task | per token | per answer | length | accuracy (AR) | Δ accuracy | quality-weighted |",
+           "|---|---|---|---|---|---|---|---|"]
+    for _, r in rows.iterrows():
+        acc = "–" if pd.isna(r["accuracy"]) else f"{r['accuracy']:.3f} ({r['accuracy'] - r['accuracy_delta']:.3f})" \
+            if not pd.isna(r["accuracy_delta"]) else f"{r['accuracy']:.3f}"
+        out.append(f"| `{r['label']}` | {r['task']} | {cell(r)} | {cell(r, 'speedup_per_answer')} | "
+                   f"{fmt(r['length_ratio'], '.2f')} | {acc} | {interval(r, 'accuracy_delta', '+.3f')} | "
+                   f"{cell(r, 'speedup_quality')} |")
     return out
 
 
 def task_table(rows: pd.DataFrame) -> list[str]:
     """Per task: AR first (its throughput and accuracy), then every method."""
-    out = ["| method | n (docs) | speedup [95% CI] | tokens/step | tok/s | accuracy | Δ accuracy | lossless | length |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| method | n (docs) | speedup [95% CI] | clean [95% CI] | tokens/step | tok/s (AR, same run) | accuracy "
+           "| Δ accuracy | lossless | length |", "|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in rows.iterrows():
         speed = "1 (reference)" if r["method"] == BASELINE else cell(r)
-        out.append(f"| `{r['label']}` | {r['n']} ({fmt(r['n_docs'], '.0f')}) | {speed} | {fmt(r['tokens_per_step'], '.2f')} "
-                   f"| {fmt(r['tokens_per_s'], '.1f')} | {fmt(r['accuracy'], '.3f')} | {fmt(r['accuracy_delta'], '+.3f')} "
-                   f"| {fmt(r['lossless_rate'], '.0%')} | {fmt(r['length_ratio'], '.2f')} |")
+        clean = "–" if r["method"] == BASELINE else f"{cell(r, 'speedup_clean')} (n {fmt(r.get('n_clean'), '.0f')})"
+        out.append(f"| `{r['label']}` | {r['n']} ({fmt(r['n_docs'], '.0f')}) | {speed} | {clean} "
+                   f"| {fmt(r['tokens_per_step'], '.2f')} | {fmt(r['tokens_per_s'], '.1f')} "
+                   f"({fmt(r.get('ar_tokens_per_s'), '.1f')}) | {fmt(r['accuracy'], '.3f')} "
+                   f"| {fmt(r['accuracy_delta'], '+.3f')} | {fmt(r['lossless_rate'], '.0%')} | {fmt(r['length_ratio'], '.2f')} |")
     return out
 
 
@@ -109,18 +130,41 @@ def reproduction(board: pd.DataFrame, profile) -> list[str]:
     return out + ["", profile_sentence(profile)]
 
 
-def render_headline(board: pd.DataFrame, profiles: dict, command: str = "") -> str:
+def render_headline(board: pd.DataFrame, profiles: dict, command: str = "", speeds: pd.DataFrame | None = None) -> str:
+    turn = board["turn"] if "turn" in board else pd.Series("all", index=board.index)
+    per_turn = board[turn != "all"].assign(label=lambda b: labels(board).loc[b.index] + " (turn " + b["turn"] + ")")
+    board = board[turn == "all"]
     board = board.assign(label=labels(board))
     lines = ["# Headline", "",
-             "The leaderboard at a glance (every column and the definitions: `report.md`, docs/measurement.md). "
-             "Speedup = (Σ method tokens / Σ method time) ÷ (Σ AR tokens / Σ AR time) over requests paired in one "
-             "run; brackets: 95% bootstrap interval over documents; **bold**: the whole interval is above 1 "
-             "(faster than AR on this evidence)." + (f" Made by `{command}`." if command else ""), ""]
+             "The leaderboard at a glance (every column: `report.md`; every definition: docs/measurement.md). "
+             "Speedup: the method's throughput over AR's on the same requests, paired in one run; brackets: 95% "
+             "interval resampling runs, then documents; **bold**: the whole interval is above 1 (faster than AR on "
+             "this evidence)." + (f" Made by `{command}`." if command else ""), ""]
     for (model, hardware), group in board.groupby(["model", "hardware"], sort=False):
         engines = ", ".join(dict.fromkeys(group["engine"].astype(str)))
-        lines += [f"## {model} on {hardware} (engine: {engines})", "", *matrix(group), ""]
+        lines += [f"## {model} on {hardware} (engine: {engines})", "", *matrix(group), "",
+                  "### Clean pairs only", "",
+                  "The same over the pairs where both the method and AR ended on their own (EOS or a stop string), "
+                  "not at the token cap, where a looping small model hands a copying drafter free tokens; n: clean "
+                  "pairs, no interval below 10 documents.", "", *matrix(group, "speedup_clean", "n_clean"), ""]
+        lossy = lossy_table(group)
+        if lossy:
+            lines += ["### Lossy methods: per token and per answer", "",
+                      "A method whose output differs from AR's is credited per token by `speedup`; per answer, "
+                      "it takes Σ AR time / Σ its time over the same requests (above 1: faster per answer); "
+                      "quality-weighted: the per-answer speedup times min(1, exp(-3 (1 − accuracy / AR's "
+                      "accuracy))) (docs/measurement.md#quality-weighted-speedup).", "",
+                      *lossy, ""]
+        flagged = speeds[(speeds["model"] == model) & (speeds["hardware"] == hardware) & speeds["flagged"]] \
+            if speeds is not None else []
+        if len(flagged):
+            lines += ["Runs whose AR ran more than 10% off the median AR speed of their task (their paired ratios "
+                      "stand; their tok/s do not compare with the other runs'): " + ", ".join(
+                          f"{r.run_id} ({r.method} on {r.task}, {r.ar_vs_median:.2f}×)" for r in flagged.itertuples())
+                      + ".", ""]
         for task, rows in group.groupby("task", sort=False):
-            lines += [f"### {task}", "", *task_table(rows), ""]
+            turns = per_turn[(per_turn["task"] == task) & (per_turn["model"] == model) & (per_turn["hardware"] == hardware)]
+            lines += [f"### {task}", "", *task_table(rows), *task_table(turns)[2:], ""]
         lines += ["### Beside the CLLM paper", "",
                   "The paper measured 7B models on a GPU; we measure a 135M model on this hardware. Ours spans every "
                   "option set of the method in this leaderboard (on the task, or over all tasks for `all`).", "",

@@ -21,6 +21,7 @@ from harness import HarnessError
 from methods.specs import format_options, parse_options
 from harness.engine.records import (MANIFEST, SAMPLES, SCORES, read_manifest, read_samples, row_problem,
                              write_atomic)
+from harness.analysis.columns import COLUMNS as COLUMN_DOCS
 from harness.analysis.summary import (BASELINE, INTERVALS, MIN_DOCS, accuracy_stats, bootstrap_speedups, method_stats, pair,
                              timed)
 
@@ -30,12 +31,9 @@ log = logging.getLogger(__name__)
 SETTINGS = ["dtype", "max_new_tokens", "num_fewshot", "chat_template", "device", "engine", "batch_size"]
 KEY = ["model", "task", "hardware", "method", "options", *SETTINGS]
 VERSIONED = ("torch", "transformers", "lm_eval")  # library versions a leaderboard row must not mix silently
-COLUMNS = ["model", "task", "method", "options", "n", "n_errors", "n_paired", "n_docs", "tokens_per_step",
-           "tokens_per_s", "speedup", "speedup_lo", "speedup_hi", "speedup_geomean", "speedup_geomean_lo",
-           "speedup_geomean_hi", "interval_note", "length_ratio", "acceptance_rate", "draft_forwards_per_step",
-           "accuracy", "metric", "accuracy_delta", "lossless_rate", "repeat_share", "phrase_repeat_share", "hardware", *SETTINGS,
-           "dirty", "versions", "run_id"]
-SPEEDUPS = ("speedup", "speedup_geomean", *INTERVALS)
+COLUMNS = list(COLUMN_DOCS)  # each described in harness/analysis/columns.py
+SPEEDUPS = ("speedup", "speedup_geomean", "speedup_clean", "speedup_per_answer", "speedup_quality", *INTERVALS)
+AR_SPEED_TOLERANCE = 0.10  # a run whose AR throughput is further than this from its group's median is flagged
 REQUIRED = ("method", "doc_id")  # a samples row without these cannot be paired: skipped as corrupt
 
 
@@ -81,7 +79,8 @@ def run_record(info: dict, path: str = "") -> dict:
             "method": info["method"]["name"], "method_options": info["method"].get("options") or {},
             "metric": info["task"].get("metric"), "created": str(info.get("created") or ""),
             "commit": git.get("commit"), "dirty": git.get("dirty"),
-            "versions": ", ".join(f"{k} {versions.get(k) or '?'}" for k in VERSIONED), **settings(info), "path": path}
+            "versions": ", ".join(f"{k} {versions.get(k) or '?'}" for k in VERSIONED), **settings(info), "path": path,
+            "replicate": int((info.get("config") or {}).get("replicate") or 1)}
 
 
 def tag_samples(run: dict, rows: list[dict]) -> list[dict]:
@@ -166,14 +165,17 @@ def make_runs(runs: list[dict], samples: list[dict], scores: list[dict], warning
 
 
 def latest_runs(runs: pd.DataFrame, warn=None) -> pd.DataFrame:
-    """One run per KEY (model, task, hardware, method, options and SETTINGS): the most recent; the others
-    are superseded. Runs that differ in any setting (a bf16 run and an fp32 one) are both kept."""
+    """One run per KEY (model, task, hardware, method, options and SETTINGS) and replicate (`bench --repeats`):
+    the most recent; the others are superseded. Runs that differ in any setting (a bf16 run and an fp32 one)
+    are both kept."""
     runs = runs.assign(options=runs["method_options"].map(format_options)).sort_values(["created", "run_id"])
-    keep = runs.drop_duplicates(KEY, keep="last")
+    if "replicate" not in runs:
+        runs = runs.assign(replicate=1)
+    keep = runs.drop_duplicates([*KEY, "replicate"], keep="last")  # replicates of one cell are all kept
     for _, old in runs.drop(keep.index).iterrows():
         (warn or log.warning)(f"run {old['run_id']} ({old['method']} on {old['task']}) is superseded by a later "
                               "run with the same model, task, hardware, method, options and settings "
-                              f"({', '.join(f'{k}={old[k]}' for k in SETTINGS)}); left out")
+                              f"({', '.join(f'{k}={old[k]}' for k in SETTINGS)}, replicate {old['replicate']}); left out")
     return keep
 
 
@@ -184,32 +186,87 @@ def _accuracy(scores: pd.DataFrame, method: str, metric: str | None) -> float | 
     return (accuracy_stats(rows, metric).get(method) or {}).get("accuracy")
 
 
-def board_row(own: pd.DataFrame, base: pd.DataFrame, scores: pd.DataFrame, metric: str | None,
-              n_boot: int, seed: int, min_docs: int = MIN_DOCS) -> dict:
-    """One leaderboard row: the method's rows (`own`) against the AR rows of the same run(s) (`base`)."""
+def paired_accuracy(scores: pd.DataFrame, method: str, metric: str | None) -> pd.DataFrame | None:
+    """{run_id, doc_id, m_acc, a_acc}: the method's and AR's score of each document both were scored on."""
+    if not metric or scores.empty:
+        return None
+    value = lambda d: d.get(metric) if isinstance(d, dict) else None  # noqa: E731
+    table = scores.assign(acc=scores["scores"].map(value)).dropna(subset=["acc"])
+    m = table[table["method"] == method][["run_id", "doc_id", "acc"]]
+    a = table[table["method"] == BASELINE][["run_id", "doc_id", "acc"]]
+    both = m.merge(a, on=["run_id", "doc_id"], suffixes=("_m", "_a"))
+    return both.rename(columns={"acc_m": "m_acc", "acc_a": "a_acc"}) if len(both) else None
+
+
+def run_throughput(rows: pd.DataFrame) -> float | None:
+    """Tokens per second, never pooled across runs: each run's Σ tokens / Σ time, the median over runs."""
+    ok = rows[rows["error"].isna()]
+    if ok.empty:
+        return None
+    sums = ok.assign(t=ok["new_tokens"].astype(float), s=ok["wall_time_s"].astype(float)).groupby("run_id")[["t", "s"]].sum()
+    return float((sums["t"] / sums["s"]).median())
+
+
+def foreign_history(mine: pd.DataFrame, method: str) -> pd.Series:
+    """True for the AR rows of a conversation's later turns whose history the method wrote and AR would not have:
+    both sides answer turn t after the method's earlier answers, so such a row is not AR's own conversation."""
+    ar = mine["method"] == BASELINE
+    if mine["turn"].max() <= 1 or method == BASELINE:
+        return pd.Series(False, index=mine.index)
+    sha = mine.pivot_table(index=["run_id", "doc_id", "turn"], columns="method", values="output_sha1", aggfunc="first")
+    if method not in sha or BASELINE not in sha:
+        return ar & (mine["turn"] > 1)
+    differs = (sha[method] != sha[BASELINE]).groupby(level=[0, 1]).cumsum()  # earlier turns that differed, turn included
+    earlier = (differs - (sha[method] != sha[BASELINE])).rename("earlier")
+    keys = pd.MultiIndex.from_frame(mine[["run_id", "doc_id", "turn"]])
+    return ar & pd.Series(earlier.reindex(keys).fillna(1).to_numpy() > 0, index=mine.index)
+
+
+def _describe(own: pd.DataFrame, row: dict) -> dict:
     ok = own[own["error"].isna()]
-    stats = method_stats(ok) if len(ok) else {"n": 0, "tokens_per_step": None, "tokens_per_s": None,
-                                              "acceptance_rate": None, "draft_forwards_per_step": None}
-    first = own.iloc[0]
-    row = {k: first[k] for k in ("model", "task", "method", "options", "hardware", *SETTINGS)}
-    row.update({k: stats.get(k) for k in ("n", "tokens_per_step", "tokens_per_s", "acceptance_rate", "draft_forwards_per_step",
+    stats = method_stats(ok) if len(ok) else {"n": 0}
+    row.update({k: stats.get(k) for k in ("n", "tokens_per_step", "acceptance_rate", "draft_forwards_per_step",
                                           "repeat_share", "phrase_repeat_share")}, n_errors=int(len(own) - len(ok)))
+    row["tokens_per_s"] = run_throughput(own)
     row["run_id"] = ";".join(dict.fromkeys(own["run_id"]))
-    acc = _accuracy(scores, first["method"], metric)
+    row["n_runs"] = int(own["run_id"].nunique())
+    return row
+
+
+def board_row(own: pd.DataFrame, base: pd.DataFrame, scores: pd.DataFrame, metric: str | None,
+              n_boot: int, seed: int, min_docs: int = MIN_DOCS, turn: str = "all") -> dict:
+    """One leaderboard row: the method's rows (`own`) against the AR rows of the same run(s) (`base`)."""
+    first = own.iloc[0]
+    row = _describe(own, {k: first[k] for k in ("model", "task", "method", "options", "hardware", *SETTINGS)})
+    row["turn"] = turn
+    acc = _accuracy(scores, first["method"], metric) if turn == "all" else None
     row.update(metric=metric, accuracy=acc)
     if first["method"] == BASELINE:  # the reference: 1 by definition, no interval
         one = 1.0 if row["n"] else None
-        row.update(dict.fromkeys(SPEEDUPS), speedup=one, speedup_geomean=one, length_ratio=one, n_paired=row["n"],
-                   n_docs=int(ok["doc_id"].nunique()), lossless_rate=one,
-                   accuracy_delta=0.0 if acc is not None else None)
+        row.update(dict.fromkeys(SPEEDUPS), speedup=one, speedup_geomean=one, speedup_per_answer=one, length_ratio=one,
+                   n_paired=row["n"], n_docs=int(own.loc[own["error"].isna(), "doc_id"].nunique()), lossless_rate=one,
+                   ar_tokens_per_s=row["tokens_per_s"], accuracy_delta=0.0 if acc is not None else None)
         return row
-    pairs = pair(ok, base[base["error"].isna()], on=("run_id", "doc_id", "turn"))
+    ok_base = base[base["error"].isna()]
+    pairs = pair(own[own["error"].isna()], ok_base, on=("run_id", "doc_id", "turn"))
     ratios = timed(pairs)
-    row.update(n_paired=int(len(ratios)), **bootstrap_speedups(ratios, n_boot, seed, min_docs=min_docs))
+    accuracy = paired_accuracy(scores, first["method"], metric) if turn == "all" else None
+    row.update(n_paired=int(len(ratios)), **bootstrap_speedups(ratios, n_boot, seed, min_docs=min_docs, accuracy=accuracy))
+    row["ar_tokens_per_s"] = run_throughput(base) if len(base) else None
     row["lossless_rate"] = float((pairs["output_sha1"] == pairs["output_sha1_ar"]).mean()) if len(pairs) else None
-    acc_ar = _accuracy(scores, BASELINE, metric) if len(base) else None
-    row["accuracy_delta"] = acc - acc_ar if acc is not None and acc_ar is not None else None
+    acc_ar = _accuracy(scores, BASELINE, metric) if len(base) and turn == "all" else None
+    if accuracy is None:  # no document scored on both sides: the plain difference of the two means, if any
+        row["accuracy_delta"] = acc - acc_ar if acc is not None and acc_ar is not None else None
     return row
+
+
+def turn_rows(own: pd.DataFrame, base: pd.DataFrame, scores, metric, n_boot, seed, min_docs) -> list[dict]:
+    """Per-turn rows of a conversation task (more than one turn), after the row over every turn."""
+    turns = sorted(own["turn"].unique())
+    if len(turns) < 2:
+        return []
+    return [board_row(own[own["turn"] == t], base[base["turn"] == t], scores, metric, n_boot, seed, min_docs,
+                      turn=str(t)) for t in turns if (own["turn"] == t).any()]
 
 
 def provenance(board: pd.DataFrame, runs: pd.DataFrame, note) -> pd.DataFrame:
@@ -241,29 +298,66 @@ def leaderboard(runs: Runs, n_boot: int = 2000, seed: int = 0, warn=None, min_do
 
     kept = latest_runs(runs.runs, note)
     s = runs.samples[runs.samples["run_id"].isin(kept["run_id"])]
-    rows = []
-    for _, run in kept[kept["method"] != BASELINE].iterrows():
-        mine = s[s["run_id"] == run["run_id"]]
-        own, base = mine[mine["method"] == run["method"]], mine[mine["method"] == BASELINE]
+    rows, own_ar = [], []
+    methods = kept[kept["method"] != BASELINE]
+    for _, cell in methods.groupby(KEY, sort=False, dropna=False):  # a cell: one run per replicate
+        mine = s[s["run_id"].isin(cell["run_id"])]
+        method, task = cell["method"].iloc[0], cell["task"].iloc[0]
+        own, base = mine[mine["method"] == method], mine[mine["method"] == BASELINE]
         if own.empty:
-            note(f"run {run['run_id']}: no {run['method']} rows; nothing to report")
+            note(f"run(s) {', '.join(cell['run_id'])}: no {method} rows; nothing to report")
             continue
         if base[base["error"].isna()].empty:
-            note(f"run {run['run_id']} ({run['method']} on {run['task']}): no AR rows to pair with, so speedup "
+            note(f"run(s) {', '.join(cell['run_id'])} ({method} on {task}): no AR rows to pair with, so speedup "
                  "and lossless_rate are left empty")
-        rows.append(board_row(own, base, runs.scores[runs.scores["run_id"] == run["run_id"]], run["metric"],
-                              n_boot, seed, min_docs))
-    ar = s[s["method"] == BASELINE]
+        cell_scores = runs.scores[runs.scores["run_id"].isin(cell["run_id"])]
+        metric = cell["metric"].iloc[0]
+        rows.append(board_row(own, base, cell_scores, metric, n_boot, seed, min_docs))
+        rows += turn_rows(own, base, cell_scores, metric, n_boot, seed, min_docs)
+        own_ar.append(base[~foreign_history(mine, method)[base.index]])
+    ar = pd.concat(own_ar) if own_ar else s.iloc[:0]
+    ar = pd.concat([ar, s[(s["method"] == BASELINE) & s["run_id"].isin(kept.loc[kept["method"] == BASELINE, "run_id"])]])
     for _, group in ar.groupby(["model", "task", "hardware", "options", *SETTINGS], sort=False, dropna=False):
         ids = set(group["run_id"])
         metric = kept.loc[kept["run_id"].isin(ids), "metric"].iloc[0]
-        rows.append(board_row(group, group, runs.scores[runs.scores["run_id"].isin(ids)], metric, n_boot, seed))
+        group_scores = runs.scores[runs.scores["run_id"].isin(ids)]
+        rows.append(board_row(group, group, group_scores, metric, n_boot, seed))
+        rows += turn_rows(group, group, group_scores, metric, n_boot, seed, min_docs)
     board = pd.DataFrame(rows, columns=COLUMNS)
     if len(board):
         board = provenance(board, runs.runs, note)
     order = board["method"].ne(BASELINE)
-    return (board.assign(_ar=order).sort_values(["model", "hardware", "task", "_ar", "method", "options", *SETTINGS])
-            .drop(columns="_ar").reset_index(drop=True))
+    by_turn = board["turn"].ne("all")  # the row over every turn first, then the per-turn rows
+    return (board.assign(_ar=order, _turn=by_turn)
+            .sort_values(["model", "hardware", "task", "_turn", "turn", "_ar", "method", "options", *SETTINGS])
+            .drop(columns=["_ar", "_turn"]).reset_index(drop=True))
+
+
+def run_speeds(runs: Runs) -> pd.DataFrame:
+    """One row per run: its method's and its AR's throughput, and AR's against the median AR throughput of the runs
+    with the same model, hardware, task and settings (`ar_vs_median`); `flagged` where that is off by more than
+    AR_SPEED_TOLERANCE (the machine ran at another speed: its tok/s do not compare with the others')."""
+    s = runs.samples[runs.samples["error"].isna()].assign(t=lambda d: d["new_tokens"].astype(float),
+                                                          sec=lambda d: d["wall_time_s"].astype(float))
+    sums = s.groupby(["run_id", s["method"] == BASELINE])[["t", "sec"]].sum()
+    speed = (sums["t"] / sums["sec"]).unstack()  # run_id x {False: method, True: AR}
+    table = runs.runs.assign(options=runs.runs["method_options"].map(format_options))
+    table = table.assign(tokens_per_s=table["run_id"].map(speed.get(False, pd.Series(dtype=float))),
+                         ar_tokens_per_s=table["run_id"].map(speed.get(True, pd.Series(dtype=float))))
+    table.loc[table["method"] == BASELINE, "tokens_per_s"] = table["ar_tokens_per_s"]
+    group = ["model", "hardware", "task", *SETTINGS]
+    median = table.groupby(group, dropna=False)["ar_tokens_per_s"].transform("median")
+    table = table.assign(ar_vs_median=table["ar_tokens_per_s"] / median)
+    table["flagged"] = (table["ar_vs_median"] - 1).abs() > AR_SPEED_TOLERANCE
+    cols = ["run_id", "model", "hardware", "task", "method", "options", "replicate", *SETTINGS, "created",
+            "tokens_per_s", "ar_tokens_per_s", "ar_vs_median", "flagged"]
+    return table[cols].sort_values(["model", "hardware", "task", "created", "run_id"]).reset_index(drop=True)
+
+
+def speed_warnings(speeds: pd.DataFrame) -> list[str]:
+    return [f"run {r.run_id} ({r.method} on {r.task}): AR ran at {r.ar_tokens_per_s:.1f} tok/s, {r.ar_vs_median:.2f}× "
+            f"the median of the runs with the same settings: the machine was not at the same speed; compare its "
+            "tok/s only with its own AR (its paired ratios stand)" for r in speeds[speeds["flagged"]].itertuples()]
 
 
 def labels(board: pd.DataFrame, ignore: tuple[str, ...] = ()) -> pd.Series:

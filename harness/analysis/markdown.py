@@ -28,6 +28,7 @@ CAPTIONS = {"speedup_matrix": "Speedup vs AR, method × task (green faster, red 
             "speedup_vs_tokens_per_step": "Speedup vs tokens committed per step",
             "accuracy_vs_speedup": "Accuracy vs speedup",
             "step_tokens": "Distribution of tokens committed per step",
+            "acceptance_by_position": "Acceptance rate at each draft position",
             "speedup_vs_batch_size": "Speedup vs batched AR and throughput, against the batch size"}
 
 
@@ -35,57 +36,86 @@ def fmt(value, spec: str) -> str:
     return "–" if value is None or pd.isna(value) else format(value, spec)
 
 
-def interval(row: pd.Series, name: str) -> str:
-    point = fmt(row[name], ".2f")
-    lo, hi = row[f"{name}_lo"], row[f"{name}_hi"]
-    return point if pd.isna(lo) or pd.isna(hi) else f"{point} [{lo:.2f}, {hi:.2f}]"
+def interval(row: pd.Series, name: str, spec: str = ".2f") -> str:
+    point = fmt(row.get(name), spec)
+    lo, hi = row.get(f"{name}_lo"), row.get(f"{name}_hi")
+    return point if lo is None or hi is None or pd.isna(lo) or pd.isna(hi) else f"{point} [{lo:{spec}}, {hi:{spec}}]"
 
 
 def table(rows: pd.DataFrame) -> list[str]:
-    head = ["method", "n", "docs", "tok/step", "accept", "tok/s", "speedup [95% CI]", "geomean [95% CI]", "length",
-            "lossless", "looping", "phrases", "accuracy", "Δ accuracy", "errors", "dirty"]
+    head = ["method", "n", "docs", "runs", "tok/step", "accept", "tok/s (AR)", "speedup [95% CI]", "clean [95% CI] (pairs)",
+            "capped", "per answer [95% CI]", "geomean [95% CI]", "length", "lossless", "looping", "phrases", "accuracy",
+            "Δ accuracy [95% CI]", "errors", "dirty"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in rows.iterrows():
-        cells = [f"`{r['label']}`", str(r["n"]), fmt(r["n_docs"], ".0f"), fmt(r["tokens_per_step"], ".2f"),
-                 fmt(r["acceptance_rate"], ".1%"), fmt(r["tokens_per_s"], ".1f"), interval(r, "speedup"),
-                 interval(r, "speedup_geomean"), fmt(r["length_ratio"], ".2f"), fmt(r["lossless_rate"], ".0%"),
-                 fmt(r.get("repeat_share"), ".0%"), fmt(r.get("phrase_repeat_share"), ".0%"), fmt(r["accuracy"], ".3f"),
-                 fmt(r["accuracy_delta"], "+.3f"), str(r["n_errors"]),
+        cells = [f"`{r['label']}`", str(r["n"]), fmt(r["n_docs"], ".0f"), fmt(r.get("n_runs"), ".0f"),
+                 fmt(r["tokens_per_step"], ".2f"), fmt(r["acceptance_rate"], ".1%"),
+                 f"{fmt(r['tokens_per_s'], '.1f')} ({fmt(r.get('ar_tokens_per_s'), '.1f')})", interval(r, "speedup"),
+                 f"{interval(r, 'speedup_clean')} ({fmt(r.get('n_clean'), '.0f')})", fmt(r.get("capped_share"), ".0%"),
+                 interval(r, "speedup_per_answer"), interval(r, "speedup_geomean"), fmt(r["length_ratio"], ".2f"),
+                 fmt(r["lossless_rate"], ".0%"), fmt(r.get("repeat_share"), ".0%"), fmt(r.get("phrase_repeat_share"), ".0%"),
+                 fmt(r["accuracy"], ".3f"), interval(r, "accuracy_delta", "+.3f"), str(r["n_errors"]),
                  {True: "yes", False: "no"}.get(r["dirty"], "?")]
         out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def acceptance_tables(acc: pd.DataFrame, board: pd.DataFrame, top: int = 6) -> list[str]:
+    """Per row of one task: the share of target forwards committing 1..top-1 and top+ tokens, and the acceptance
+    rate at draft positions 1..top-1 (harness.analysis.acceptance)."""
+    if acc.empty:
+        return []
+    key = [c for c in ("method", "options", *SETTINGS) if c in acc]
+    head = ["method", "τ", *[f"{k}" for k in range(1, top)], f"{top}+", *[f"α{k}" for k in range(1, top)]]
+    out = ["Share of target forwards committing k tokens (τ: their mean, the bonus token counted), and αk: the "
+           "acceptance rate at draft position k given positions 1..k-1 accepted.", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in board.iterrows():
+        mine = acc.merge(pd.DataFrame([{k: r[k] for k in key}]), on=key)
+        c, p = mine[mine["kind"] == "committed"], mine[mine["kind"] == "position"]
+        share = [c.loc[c["k"] == k, "share"].sum() for k in range(1, top)] + [c.loc[c["k"] >= top, "share"].sum()]
+        rate = [p.loc[p["k"] == k, "rate"] for k in range(1, top)]
+        out.append(f"| `{r['label']}` | {fmt(r['tokens_per_step'], '.2f')} | " + " | ".join(f"{v:.0%}" for v in share)
+                   + " | " + " | ".join(f"{v.iloc[0]:.0%}" if len(v) else "–" for v in rate) + " |")
     return out
 
 
 def interval_notes(rows: pd.DataFrame) -> list[str]:
     """One note line per reason an interval is left empty, naming the rows."""
     out = []
-    for reason, group in rows[rows["interval_note"].notna()].groupby("interval_note", sort=False):
-        names = ", ".join(f"`{x}`" for x in group["label"])
-        out.append(f"Note: no interval for {names}: {reason}.")
+    for column in ("interval_note", "clean_interval_note"):
+        if column not in rows:
+            continue
+        for reason, group in rows[rows[column].notna()].groupby(column, sort=False):
+            names = ", ".join(f"`{x}`" for x in group["label"])
+            out.append(f"Note: no interval for {names}: {reason}.")
     return out
 
 
 DEFINITIONS = (
-    "Each method is paired with AR on the same requests in the same run (timed back to back). "
-    "`speedup` = (Σ method new tokens / Σ method time) ÷ (Σ AR new tokens / Σ AR time) over the paired requests "
-    "(the ratio of throughputs: for a lossless method, whose output equals AR's, this is Σ AR time / Σ method time); "
-    "`geomean` = geometric mean of the per-request throughput ratios; `length` = Σ method new tokens / Σ AR new "
-    "tokens over the same pairs (below 1: the method stopped earlier; above 1: it wrote more, e.g. a loop). "
-    "Brackets: 95% percentile bootstrap intervals that resample documents (a conversation's turns together); "
-    f"with fewer than {MIN_DOCS} documents (`docs`) there is no interval, and a note says so. `Δ accuracy` is "
-    "against AR on the same documents; `lossless` is the share of outputs token-identical to AR's; "
-    f"`looping` the share of outputs holding one token {REPEAT_RUN} or more times in a row (a looping model commits "
-    "many tokens per step cheaply: compare with AR's row); `phrases` the share holding one sequence of "
-    f"{PHRASE_WORDS} words {PHRASE_TIMES} or more times (the same at sentence scale; small models repeat "
-    "sentences under greedy decoding too, so read it against AR's row). A row is one "
-    "experiment: model, task, hardware, method, options, " + ", ".join(SETTINGS) + "; AR rows pool only runs "
-    "with identical settings. `dirty`: a run of the row was made with uncommitted changes. "
-    "Definitions: docs/measurement.md.")
+    "Each method is paired with AR on the same requests in the same run (timed back to back); every column is "
+    "defined once, in docs/measurement.md: `speedup` (a ratio of throughputs), `clean` (the same over the pairs where "
+    "both ended on their own, not at the token cap; `capped`: the share of pairs where one did not), `per answer` "
+    "(Σ AR time / Σ method time: what a user waits, whatever the lengths), `geomean`, `length`, `lossless`, "
+    f"`looping` (one token {REPEAT_RUN}+ times in a row), `phrases` ({PHRASE_WORDS} words {PHRASE_TIMES}+ times), "
+    "`Δ accuracy`. Brackets: 95% bootstrap intervals that resample runs (replicates), then documents (a "
+    f"conversation's turns together); none below {MIN_DOCS} documents. `tok/s (AR)`: the method's throughput and "
+    "AR's in the same run; compare throughputs only within a run. A row is one experiment: model, task, hardware, "
+    "method, options, " + ", ".join(SETTINGS) + ".")
 
 
-def render(runs, board: pd.DataFrame, figures: dict, out: Path, command: str = "", profiles: dict | None = None) -> str:
-    """report.md; `profiles` ({(model, hardware): find_profile's result}) saves looking them up again."""
-    board = board.assign(label=labels(board))
+def _label(board: pd.DataFrame) -> pd.Series:
+    names = labels(board)
+    turn = board["turn"] if "turn" in board else pd.Series("all", index=board.index)
+    return names.where(turn == "all", names + " (turn " + turn.astype(str) + ")")
+
+
+def render(runs, board: pd.DataFrame, figures: dict, out: Path, command: str = "", profiles: dict | None = None,
+           speeds: pd.DataFrame | None = None, acc: pd.DataFrame | None = None) -> str:
+    """report.md; `profiles` ({(model, hardware): find_profile's result}) saves looking them up again; `speeds`
+    (leaderboard.run_speeds) and `acc` (acceptance.acceptance) add the runs' speeds and the acceptance tables."""
+    board = board.assign(label=_label(board))
+    turn = board["turn"] if "turn" in board else pd.Series("all", index=board.index)
     lines = ["# Leaderboard", "",
              f"Generated {time.strftime('%Y-%m-%d %H:%M')} from {len(runs.runs)} run folders"
              + (f" by `{command}`" if command else "") + "; the numbers are in `leaderboard.csv`.", "",
@@ -94,9 +124,16 @@ def render(runs, board: pd.DataFrame, figures: dict, out: Path, command: str = "
         lines += [f"## {model} on {hardware}", ""]
         for task, rows in group.groupby("task", sort=False):
             metric = next((m for m in rows["metric"] if isinstance(m, str)), None)
-            lines += [f"### {task}" + (f" (accuracy: `{metric}`)" if metric else " (speed only)"), "", *table(rows), ""]
-            notes = interval_notes(rows)
+            main, per_turn = rows[turn[rows.index] == "all"], rows[turn[rows.index] != "all"]
+            lines += [f"### {task}" + (f" (accuracy: `{metric}`)" if metric else " (speed only)"), "", *table(main), ""]
+            notes = interval_notes(main)
             lines += [*notes, ""] if notes else []
+            if len(per_turn):
+                lines += ["Per turn, from the same runs (runs whose run.json lacks `pair_order` alternated who goes "
+                          "first per turn, so the turn and the order are confounded there; docs/measurement.md#multi-turn):",
+                          "", *table(per_turn), ""]
+            if acc is not None:
+                lines += [*acceptance_tables(acc[acc["task"] == task], main.assign(label=labels(main))), ""]
         lines += profile_markdown(profiles[(model, hardware)] if profiles is not None
                                   else find_profile(model, hardware, out))
         for kind, path in figures.get((model, hardware), {}).items():
@@ -104,15 +141,30 @@ def render(runs, board: pd.DataFrame, figures: dict, out: Path, command: str = "
             lines += [f"![{CAPTIONS.get(kind, kind)}: {model} on {hardware}]({rel})", ""]
     if runs.warnings:
         lines += ["## Warnings", "", *[f"- {w}" for w in dict.fromkeys(runs.warnings)], ""]
-    lines += ["## Runs", "", "| run_id | model | task | method | options | hardware | settings | created | commit "
-              "| versions |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += runs_section(runs, speeds)
+    return "\n".join(lines) + "\n"
+
+
+def runs_section(runs, speeds: pd.DataFrame | None) -> list[str]:
+    """Every run with its settings, provenance and, where `speeds` is given, its own AR's throughput against the
+    median of the runs with the same settings (flagged past leaderboard.AR_SPEED_TOLERANCE)."""
+    by_id = speeds.set_index("run_id") if speeds is not None else None
+    lines = ["## Runs", "", "Throughput is never pooled across runs: each run's method and AR speed, and AR's against "
+             "the median AR speed of the runs with the same model, hardware, task and settings (⚠: off by more than "
+             "10%: the machine ran at another speed).", "",
+             "| run_id | task | method | options | replicate | settings | created | tok/s | AR tok/s | AR / median "
+             "| commit | versions |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in runs.runs.sort_values(["model", "task", "method", "created"]).iterrows():
         opts = format_options(r["method_options"])
         sets = ", ".join(f"{k}={r[k]}" for k in SETTINGS)
         commit = (r["commit"] or "–")[:10] + {True: " (dirty)", None: " (dirty?)"}.get(r["dirty"], "")
-        lines.append(f"| {r['run_id']} | {r['model']} | {r['task']} | {r['method']} | {opts or '–'} | "
-                     f"{r['hardware']} | {sets} | {r['created']} | {commit} | {r['versions']} |")
-    return "\n".join(lines) + "\n"
+        sp = by_id.loc[r["run_id"]] if by_id is not None and r["run_id"] in by_id.index else None
+        speed = ["–"] * 3 if sp is None else [
+            fmt(sp["tokens_per_s"], ".1f"), fmt(sp["ar_tokens_per_s"], ".1f"),
+            fmt(sp["ar_vs_median"], ".2f") + (" ⚠" if sp["flagged"] else "")]
+        lines.append(f"| {r['run_id']} | {r['task']} | {r['method']} | {opts or '–'} | {r.get('replicate', 1)} | "
+                     f"{sets} | {r['created']} | " + " | ".join(speed) + f" | {commit} | {r['versions']} |")
+    return lines
 
 
 def find_profile(model: str, hardware: str, out: Path):

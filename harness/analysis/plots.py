@@ -22,6 +22,7 @@ import pandas as pd  # noqa: E402
 
 from harness.engine.records import write_atomic  # noqa: E402
 from harness.analysis.leaderboard import labels  # noqa: E402
+from harness.analysis.acceptance import by_position  # noqa: E402
 from harness.analysis.summary import BASELINE, MIN_DOCS  # noqa: E402
 
 KINDS = ("speedup_matrix", "speedup", "speedup_vs_tokens_per_step", "accuracy_vs_speedup", "step_tokens", "speedup_vs_batch_size")
@@ -92,13 +93,13 @@ def speedup_matrix(board: pd.DataFrame, model: str, hardware: str):
                 ax.text(j, i, "–", ha="center", va="center", fontsize=9)
                 continue
             ci = "" if pd.isna(r["speedup_lo"]) else f"\n[{r['speedup_lo']:.2f}, {r['speedup_hi']:.2f}]"
-            sure = not pd.isna(r["speedup_lo"]) and (r["speedup_lo"] > 1 or r["speedup_hi"] < 1)
+            sure = not pd.isna(r["speedup_lo"]) and r["speedup_lo"] > 1  # bold: faster than AR on this evidence
             ax.text(j, i, f"{r['speedup']:.2f}×{ci}", ha="center", va="center", fontsize=8,
                     fontweight="bold" if sure else "normal")
     ax.set_xticks(np.arange(len(tasks)), tasks)
     ax.set_yticks(np.arange(len(names)), names, fontsize=8)
     ax.tick_params(top=True, bottom=False, labeltop=True, labelbottom=False)
-    _title(ax, "Speedup vs AR (green: faster, red: slower; bold: 95% interval clear of 1×)", model, hardware)
+    _title(ax, "Speedup vs AR (green: faster, red: slower; bold: the whole 95% interval above 1×)", model, hardware)
     fig.tight_layout()
     return fig
 
@@ -235,6 +236,33 @@ def speedup_vs_batch_size(board: pd.DataFrame, model: str, hardware: str):
     return fig
 
 
+def acceptance_by_position(board: pd.DataFrame, samples: pd.DataFrame, model: str, hardware: str, colour: dict,
+                           min_steps: int = 20):
+    """Per task: the acceptance rate at each draft position (harness.analysis.acceptance) reached by at least
+    `min_steps` steps, one line per method that drafts; τ (tokens per target forward) in the legend."""
+    tasks = list(dict.fromkeys(board["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.8), squeeze=False, sharey=True)
+    handles = {}
+    for ax, task in zip(axes[0], tasks):
+        for _, b in board[(board["task"] == task) & (board["method"] != BASELINE)].iterrows():
+            pos = by_position(rows_of(samples, b))
+            pos = pos[pos["steps"] >= min_steps]
+            if len(pos):
+                line, = ax.plot(pos["k"], pos["rate"], marker="o", color=colour.get(b["label"]))
+                handles.setdefault(b["label"], line)
+        ax.set_title(task, fontsize=10)
+        ax.set_xlabel("draft position k")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("acceptance rate at k\n(given positions 1..k-1 accepted)")
+    _title(fig, f"Acceptance rate by draft position (positions reached by {min_steps}+ steps)", model, hardware)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(3, max(1, len(handles))), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.06 * (1 + (len(handles) - 1) // 3), 1, 1))
+    return fig
+
+
 def _err(row: pd.Series):
     """Asymmetric error bar [[below], [above]] from the speedup's interval (none where it is missing)."""
     if pd.isna(row["speedup_lo"]) or pd.isna(row["speedup_hi"]):
@@ -260,6 +288,7 @@ def save_png(fig, path: Path) -> Path:
 def make_plots(board: pd.DataFrame, samples: pd.DataFrame, out: Path) -> dict[tuple[str, str], dict[str, Path]]:
     """Every kind of plot for each (model, hardware) in the board, written atomically under `out`."""
     out.mkdir(parents=True, exist_ok=True)
+    board = board[board["turn"] == "all"] if "turn" in board else board  # per-turn rows are in the tables only
     board = board.assign(label=labels(board))
     colour = colours(board["label"])
     groups = list(board.groupby(["model", "hardware"], sort=False))
@@ -271,7 +300,8 @@ def make_plots(board: pd.DataFrame, samples: pd.DataFrame, out: Path) -> dict[tu
                 "speedup": speedup_bars(b, model, hw, colour),
                 "speedup_vs_tokens_per_step": speedup_vs_tokens_per_step(b, model, hw, colour),
                 "accuracy_vs_speedup": accuracy_vs_speedup(b, model, hw, colour),
-                "step_tokens": step_tokens(b, samples, model, hw, colour)}
+                "step_tokens": step_tokens(b, samples, model, hw, colour),
+                "acceptance_by_position": acceptance_by_position(b, samples, model, hw, colour)}
         if "batch_size" in b and b["batch_size"].nunique() > 1:
             made["speedup_vs_batch_size"] = speedup_vs_batch_size(b.drop(columns="label"), model, hw)
         figures[(model, hw)] = {k: save_png(fig, out / f"{prefix}{k}.png") for k, fig in made.items()}

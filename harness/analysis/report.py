@@ -1,4 +1,5 @@
-"""The report as a set: leaderboard.csv, plots/*.png, report.md and headline.md under one folder, written together.
+"""The report as a set: leaderboard.csv, runs.csv, acceptance.csv, plots/*.png, report.md and headline.md under one
+folder, written together.
 
     board, written = report(["results/runs"], Path("results"), command="harness report results/runs")
 Plots are drawn into a staging folder, then, under an exclusive lock on the output folder, swapped in with
@@ -16,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from harness import HarnessError
-from harness.analysis.leaderboard import Runs, leaderboard, load_runs, write_csv
+from harness.analysis.acceptance import acceptance
+from harness.analysis.leaderboard import Runs, leaderboard, load_runs, run_speeds, speed_warnings, write_csv
 from harness.analysis.headline import render_headline
 from harness.analysis.markdown import find_profile, render
 from harness.analysis.plots import make_plots
@@ -51,13 +53,21 @@ def write_report(runs: Runs, board: pd.DataFrame, out: Path, command: str = "", 
                        for key, kinds in drawn.items()}
             written.update({f"plot:{path.stem}": path for kinds in figures.values() for path in kinds.values()})
         written["report"], written["headline"] = out / "report.md", out / "headline.md"
+        written["runs"], written["acceptance"] = out / "runs.csv", out / "acceptance.csv"
+        speeds, acc = run_speeds(runs), acceptance(board, runs.samples)
+        for w in speed_warnings(speeds):
+            runs.warnings.append(w)
+            if warn:
+                warn(w)
         profiles = {key: find_profile(*key, out) for key in board.groupby(["model", "hardware"], sort=False).groups}
-        text = render(runs, board, figures, out, command, profiles)
-        headline = render_headline(board, profiles, command)
+        text = render(runs, board, figures, out, command, profiles, speeds, acc)
+        headline = render_headline(board, profiles, command, speeds)
         with report_lock(out):
             if staging is not None:
                 _swap_in(staging, out / "plots")
             write_csv(board, written["leaderboard"])
+            write_csv(speeds, written["runs"])
+            write_csv(acc, written["acceptance"])
             write_atomic(written["report"], text)
             write_atomic(written["headline"], headline)
     finally:

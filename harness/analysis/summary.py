@@ -1,29 +1,19 @@
-"""Pure summary of samples rows: per-method throughput, tokens per step, and paired speedup vs AR.
+"""Pure summary of one run's samples rows: per-method throughput, tokens per step, and the paired figures vs AR.
 
-`speedup` is the ratio of throughputs over the paired requests (the same doc_id and turn, both finished
-with at least one token): (Σ method new_tokens / Σ method wall_time_s) / (Σ AR new_tokens / Σ AR
-wall_time_s); `speedup_geomean` is the geometric mean of the per-request throughput ratios; `length_ratio`
-is Σ method new_tokens / Σ AR new_tokens. For a lossless method the lengths are equal, so the speedup is
-the ratio of times. `bootstrap_speedups` gives 95% intervals by resampling documents (a conversation's
-turns together), and none below MIN_DOCS documents. Definitions: docs/measurement.md.
+    summary = summarize(rows, scores=scores, metric="exact_match")   # {method: stats}, as summary.json holds
+The paired figures (speedup, per-answer and clean speedups, intervals) come from harness.analysis.paired; every
+definition is in docs/measurement.md.
 """
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import pandas as pd
 
+from harness.analysis.paired import FIGURES, MIN_DOCS, paired_statistics
 from harness.engine.generate import REPEAT_RUN
 from harness.text import repeats_phrase, text_table
 
 from harness import BASELINE  # noqa: F401  (re-exported for the analysis modules)
-MIN_DOCS = 10  # fewer documents than this: no bootstrap interval
-INTERVALS = ("speedup_lo", "speedup_hi", "speedup_geomean_lo", "speedup_geomean_hi")
-
-
-def _finite(x):
-    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
+INTERVALS = tuple(f"{f}{x}" for f in FIGURES for x in ("_lo", "_hi"))
 
 
 def method_stats(ok: pd.DataFrame) -> dict:
@@ -63,60 +53,36 @@ def timed(pairs: pd.DataFrame) -> pd.DataFrame:
     return pairs[pd.concat(ok, axis=1).all(axis=1)]
 
 
-def _columns(pairs: pd.DataFrame) -> tuple[np.ndarray, ...]:
-    """(method tokens, method seconds, AR tokens, AR seconds), one entry per pair."""
-    cols = ("new_tokens", "wall_time_s", "new_tokens_ar", "wall_time_s_ar")
-    return tuple(pairs[c].to_numpy(dtype=float) for c in cols)
-
-
 def speedups(pairs: pd.DataFrame) -> dict:
-    """`speedup` (ratio of throughputs), `speedup_geomean` (geometric mean of per-request throughput
-    ratios) and `length_ratio` (Σ method tokens / Σ AR tokens) over `timed` pairs; None without pairs."""
-    if pairs.empty:
-        return {"speedup": None, "speedup_geomean": None, "length_ratio": None}
-    m_tok, m_s, a_tok, a_s = _columns(pairs)
-    per_request = (m_tok / m_s) / (a_tok / a_s)
-    return {"speedup": _finite(float((m_tok.sum() / m_s.sum()) / (a_tok.sum() / a_s.sum()))),
-            "speedup_geomean": _finite(float(np.exp(np.log(per_request).mean()))),
-            "length_ratio": _finite(float(m_tok.sum() / a_tok.sum()))}
+    """`speedup` (ratio of throughputs), `speedup_geomean` (geometric mean of per-request throughput ratios),
+    `length_ratio` (Σ method tokens / Σ AR tokens), `speedup_per_answer` (Σ AR time / Σ method time) and
+    `speedup_clean` (the speedup over the pairs where both sides ended on their own) over `timed` pairs."""
+    out = bootstrap_speedups(pairs, n_boot=0)
+    return {k: out[k] for k in ("speedup", "speedup_geomean", "length_ratio", "speedup_per_answer", "speedup_clean",
+                                "n_clean", "capped_share")}
 
 
-def bootstrap_speedups(pairs: pd.DataFrame, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
-                       min_docs: int = MIN_DOCS) -> dict:
-    """The estimates of `speedups` with percentile bootstrap intervals (`speedup_lo`/`_hi`,
-    `speedup_geomean_lo`/`_hi`) from resampling documents with replacement (seeded): a document brings
-    all its pairs (the turns of a conversation move together). Below `min_docs` documents, or with
-    n_boot = 0, the intervals are None and `interval_note` says why. Also returns `n_docs`."""
-    out = {**dict.fromkeys(INTERVALS), **speedups(pairs), "n_docs": int(pairs["doc_id"].nunique()) if len(pairs) else 0,
-           "interval_note": None}
-    if out["speedup"] is None:
-        return out
-    if out["n_docs"] < min_docs:
-        out["interval_note"] = (f"{out['n_docs']} document{'s' * (out['n_docs'] != 1)}, fewer than {min_docs}: "
-                                "too few to resample, no interval")
-        return out
-    if n_boot < 1:
-        out["interval_note"] = "no bootstrap (n_boot = 0)"
-        return out
-    m_tok, m_s, a_tok, a_s = _columns(pairs)
-    per_doc = pd.DataFrame({"doc": pairs["doc_id"].to_numpy(), "m_tok": m_tok, "m_s": m_s, "a_tok": a_tok,
-                            "a_s": a_s, "log_ratio": np.log((m_tok / m_s) / (a_tok / a_s)), "n": 1.0})
-    d = per_doc.groupby("doc", sort=False).sum()  # (D, 6): every column summed over the document's pairs
-    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))  # (B, D) resampled documents
-    col = {c: d[c].to_numpy()[idx].sum(axis=1) for c in d.columns}  # each (B,)
-    ratio = (col["m_tok"] / col["m_s"]) / (col["a_tok"] / col["a_s"])
-    geo = np.exp(col["log_ratio"] / col["n"])
-    q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
-    (out["speedup_lo"], out["speedup_hi"]), (out["speedup_geomean_lo"], out["speedup_geomean_hi"]) = (
-        map(float, np.percentile(ratio, q)), map(float, np.percentile(geo, q)))
-    return out
+def bootstrap_speedups(pairs: pd.DataFrame, n_boot: int = 2000, seed: int = 0, min_docs: int = MIN_DOCS,
+                       accuracy: pd.DataFrame | None = None) -> dict:
+    """harness.analysis.paired.paired_statistics over `timed` pairs (one run when they carry no `run_id`):
+    every figure with its 95% interval from resampling runs, then documents (a conversation's turns together);
+    none below `min_docs` documents, and `interval_note` says why."""
+    pairs = pairs if "run_id" in pairs or pairs.empty else pairs.assign(run_id="run")
+    return paired_statistics(pairs, accuracy, n_boot, seed, min_docs)
+
+
+def turn_speedups(pairs: pd.DataFrame) -> dict[str, dict]:
+    """{turn: speedups} for a conversation task (more than one turn), else {}."""
+    turns = sorted(pairs["turn"].unique()) if len(pairs) and "turn" in pairs else []
+    return {str(t): speedups(pairs[pairs["turn"] == t]) for t in turns} if len(turns) > 1 else {}
 
 
 def paired_stats(method: pd.DataFrame, base: pd.DataFrame) -> dict:
     pairs = pair(method, base)
     ratios = timed(pairs)
+    turns = turn_speedups(ratios)
     return {"n_paired": int(len(ratios)), "n_docs": int(ratios["doc_id"].nunique()) if len(ratios) else 0,
-            **speedups(ratios),
+            **speedups(ratios), **({"turns": turns} if turns else {}),
             "lossless_rate": float((pairs["output_sha1"] == pairs["output_sha1_ar"]).mean()) if len(pairs) else None}
 
 

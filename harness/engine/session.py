@@ -63,6 +63,7 @@ class RunConfig:
     require_sandbox: bool = False  # refuse to run model-written code (HumanEval, Spider) without OS isolation
     engine: str = DEFAULT_ENGINE  # eager (DynamicCache) or compiled (static cache, torch.compile per width)
     batch_size: int = 1  # requests decoded together by every method, AR included (docs/batching.md)
+    replicate: int = 1  # which repetition of its cell this run is (`harness bench --repeats`)
 
     def __post_init__(self):
         check_types(self)
@@ -76,6 +77,8 @@ class RunConfig:
             raise HarnessError(f"--engine must be one of {', '.join(ENGINES)} (got {self.engine!r})")
         if self.batch_size < 1:
             raise HarnessError(f"--batch-size must be at least 1 (got {self.batch_size})")
+        if self.replicate < 1:
+            raise HarnessError(f"the replicate number must be at least 1 (got {self.replicate})")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise HarnessError(f"--max-new-tokens must be at least 1 (got {self.max_new_tokens})")
         check_device_map(self.device_map)
@@ -256,6 +259,14 @@ class Session:
         self.live = {n: [0, 0.0] for n in self.names}  # this session's paired [tokens, seconds], for the live speedup
         self.warmed: set = set()  # the temperatures whose decoders have been warmed up
 
+    def engines(self) -> dict[str, dict]:
+        """{method: {role: engine description}}: every engine the decoders built so far ran on (run.json)."""
+        out = {}
+        for decoders in self._decoders.values():
+            for name, (decoder, _) in decoders.items():
+                out.setdefault(name, {}).update({role: e.describe() for role, e in decoder.engines().items()})
+        return out
+
     def decoders(self, temperature: float | None) -> dict:
         """{name: (decoder, options)}; a task asking for sampling gets decoders at its temperature
         (an explicit -O temperature wins)."""
@@ -303,11 +314,12 @@ class Session:
             self.warmed = set()
 
     def run_pair(self, p: Prepared, index: int, turn: int = 1, temperature: float | None = None,
-                 bar=None) -> dict[str, dict]:
+                 bar=None, first: int | None = None) -> dict[str, dict]:
         """Run (or take from an interrupted run) one request for every method. `index` is the request's
         place in the task (each turn of a conversation its own), never a count of what this process ran:
-        the seed (cfg.seed + index) and who goes first (even: the method) follow from it, so a resumed run
-        gives every request what an uninterrupted one would."""
+        the seed (cfg.seed + index) follows from it, and who goes first from `first` (default `index`; even: the
+        method), which a conversation sets to its own place so that one side goes first on all its turns. So a
+        resumed run gives every request what an uninterrupted one would."""
         decoders = self.decoders(temperature)
         widest = _widest(decoders)
         room = p.input_ids.shape[1] + p.max_new_tokens + widest
@@ -322,7 +334,7 @@ class Session:
                 generate(decoder, p.input_ids, min(WARMUP_TOKENS, p.max_new_tokens), p.stopper)
             self.warmup_s += time.perf_counter() - t
             self.warmed.add(temperature)
-        order = self.names if index % 2 == 0 else self.names[::-1]
+        order = self.names if (index if first is None else first) % 2 == 0 else self.names[::-1]
         rows = {}
         for position, name in enumerate(order):
             key = (name, p.request.doc_id, turn)

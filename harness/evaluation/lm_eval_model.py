@@ -196,7 +196,9 @@ class HarnessLM(LM):
             for turn, question in enumerate(r.doc["turns"], 1):
                 messages.append({"role": "user", "content": question})
                 p = first if turn == 1 else self._prepare(doc_id, messages, gen_kwargs)
-                answer = s.run_pair(p, start + turn - 1, turn, temperature, bar)[method]["output"] or ""
+                # who goes first alternates per conversation, not per turn: turn 2 copies turn 1, and an order
+                # tied to the turn would credit that to whichever side went first on it
+                answer = s.run_pair(p, start + turn - 1, turn, temperature, bar, first=position)[method]["output"] or ""
                 answers.append(answer)
                 messages.append({"role": "assistant", "content": answer})
             out.append(json.dumps(answers))

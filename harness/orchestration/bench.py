@@ -83,22 +83,27 @@ class BenchConfig:
     require_sandbox: bool = False
     engine: str = "eager"
     batch_sizes: tuple[int, ...] = (1,)  # each batch size is its own set of runs, with its own batched AR
+    repeats: int = 1  # every cell R times, the whole sweep once per replicate, so that drift hits every method
 
     def __post_init__(self):
+        if self.repeats < 1:
+            raise HarnessError(f"--repeats must be at least 1 (got {self.repeats})")
         bad = [b for b in self.batch_sizes if b < 1]
         if bad or not self.batch_sizes:
             raise HarnessError(f"--batch-sizes must be numbers of at least 1 (got {bad[0] if bad else 'none'})")
 
     def run_configs(self) -> list[RunConfig]:
-        """Task by task and batch size by batch size, every method on the same prompts (same limit and seed).
-        The judge goes to MT-bench only."""
+        """Replicate by replicate (the whole sweep once each, so that a slow hour of the machine hits every method
+        alike), then task by task and batch size by batch size, every method on the same prompts (same limit and
+        seed). The judge goes to MT-bench only."""
         limits = dict(self.limits)
         shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(RunConfig)
                   if f.name not in ("method", "task", "options", "limit", "prompts") and hasattr(self, f.name)}
         judge = lambda task: {} if task == JUDGED else {"judge_url": None, "judge_model": None}  # noqa: E731
         return [RunConfig(**{**shared, **judge(task)}, method=name, task=task, options=dict(opts),
-                          limit=limits.get(task, self.limit), batch_size=b)
-                for task in self.tasks for b in self.batch_sizes for name, opts in self.methods]
+                          limit=limits.get(task, self.limit), batch_size=b, replicate=r)
+                for r in range(1, self.repeats + 1) for task in self.tasks for b in self.batch_sizes
+                for name, opts in self.methods]
 
     def command(self) -> str:
         """The `harness bench` command line that reproduces this sweep."""
@@ -112,6 +117,8 @@ class BenchConfig:
         args += [a for task, n in self.limits for a in ("--limit", f"{task}={n}")]
         if self.batch_sizes != (1,):
             args += ["--batch-sizes", ",".join(map(str, self.batch_sizes))]
+        if self.repeats != 1:
+            args += ["--repeats", str(self.repeats)]
         if not self.chat_template:
             args.append("--no-chat-template")
         if self.require_sandbox:
@@ -122,8 +129,9 @@ class BenchConfig:
 def _settings(config: dict) -> str:
     """A run's settings, comparable across runs (the output folder may have moved). A setting left at None
     is left out: a run.json written before the setting existed does not record it; runs from before the engine
-    option were eager, and those from before --batch-size decoded one request at a time."""
-    config = {"engine": "eager", "batch_size": 1, **config}
+    option were eager, those from before --batch-size decoded one request at a time, and those from before
+    --repeats were the first replicate."""
+    config = {"engine": "eager", "batch_size": 1, "replicate": 1, **config}
     return json.dumps({k: v for k, v in config.items() if k not in ("output_dir", "require_sandbox") and v is not None},
                       sort_keys=True, default=str)
 
@@ -237,12 +245,14 @@ def bench(cfg: BenchConfig, echo=print, warn=None, n_boot: int = 2000, plots: bo
     echo = echo if proc.main else (lambda *a, **k: None)
     plan = clamp_batches(cfg.run_configs(), counts, echo)
     label = hardware(resolve_device(proc.device))["label"]
-    echo(f"bench: {len(cfg.tasks)} task(s) × {len(cfg.methods)} method(s) = {len(plan)} runs on {cfg.model} ({label})")
+    echo(f"bench: {len(cfg.tasks)} task(s) × {len(cfg.methods)} method(s)"
+         + (f" × {cfg.repeats} replicates" if cfg.repeats > 1 else "") + f" = {len(plan)} runs on {cfg.model} ({label})")
     # 2. One model load for every run still to do.
     lm, run_dirs = None, []
     for i, rc in enumerate(plan, 1):
         head = (f"[{i}/{len(plan)}] {rc.task} × {spec_text((rc.method, tuple(rc.options.items())))}"
-                + (f" × batch {rc.batch_size}" if len(cfg.batch_sizes) > 1 or rc.batch_size > 1 else ""))
+                + (f" × batch {rc.batch_size}" if len(cfg.batch_sizes) > 1 or rc.batch_size > 1 else "")
+                + (f" (replicate {rc.replicate}/{cfg.repeats})" if cfg.repeats > 1 else ""))
         folder, done = proc.share(previous_run(rc, label, echo))  # rank 0 decides: every rank works on one folder
         if done:
             echo(f"{head}: finished earlier in {folder}; skipped")

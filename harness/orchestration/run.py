@@ -42,7 +42,8 @@ def manifest(cfg: RunConfig, run_id: str, lm: LoadedModel, task, method_options:
             "hardware": hardware(lm.device), "model": lm.describe(), "task": task.describe(),
             "method": {"name": cfg.method, "origin": spec.origin, "target": spec.target, "options": method_options,
                        "models": list(second_models)},
-            "baseline": BASELINE, "limit": cfg.limit, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens,
+            "baseline": BASELINE, "pair_order": "alternates per conversation (a single-turn request is one)",
+            "limit": cfg.limit, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens,
             "sandbox": isolation_report(), **(proc or Process()).describe()}
 
 
@@ -143,6 +144,7 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print, lm: LoadedModel |
         session.close()
     if proc.main:  # what the engine compiled and what warming up cost (outside every timing), in this process
         info["engine"] = {**session.engine.describe(), "warmup_s": round(session.warmup_s, 1)}
+        info["engines"] = session.engines()  # per method: the target's engine and any draft model's or checkpoint's
         write_json_atomic(run_dir / MANIFEST, info)
 
     # 4. Data-parallel: once every rank is done, rank 0 merges the parts and scores the merged outputs.
