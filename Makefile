@@ -8,7 +8,7 @@ DEMO_ARGS ?= --method jacobi --task humaneval --limit 5
 DATA_DIR ?= ../shared/data
 CLLM_OUT ?= methods/checkpoints/smollm2-135m-cllm-gsm8k
 
-.PHONY: setup demo test bench clean cllm-checkpoint cllm-ablation cllm-blocks cllm-scaling results
+.PHONY: setup demo test bench clean cllm-checkpoint cllm-ablation cllm-blocks cllm-scaling results results-report
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -105,6 +105,11 @@ results: results/tuning.json
 		--max-new-tokens 256 --engine compiled \
 		--methods jacobi,lookahead,speculative:draft=ngram,speculative:draft=layerskip:15,cllm \
 		--tuned results/tuning.json --output-dir results/reference-runs --out results
+
+# The committed report regenerated from the committed reference runs (no decoding: minutes), e.g. after the
+# statistics change: leaderboard.csv, runs.csv, acceptance.csv, report.md, headline.md and plots/ in results/.
+results-report: $(STAMP)
+	$(BIN)/harness report results/reference-runs --out results
 
 results/tuning.json: | $(STAMP)
 	$(BIN)/harness profile --engines eager,compiled --context 200 --out results/profile

@@ -31,7 +31,8 @@ from harness.evaluation.tasks import get_task
 from harness.orchestration.run import run
 
 ROOT = Path(__file__).resolve().parent.parent
-TIMED = {"tokens_per_s", "wall_time_s", "speedup", "speedup_geomean", *INTERVALS}  # what differs between two runs
+TIMED = {"tokens_per_s", "wall_time_s", "speedup", "speedup_geomean", "speedup_per_answer", "speedup_clean", "turns",
+         *INTERVALS}  # what differs between two runs
 
 
 def free_port() -> int:
