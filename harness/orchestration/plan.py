@@ -224,7 +224,8 @@ def format_plan(planned: list[Planned], label: str, profile: str | None) -> str:
     left = sum(p.decode_s for p in todo)
     lines.append(f"estimate on {label} from {profile} (forwards alone, every answer at its full budget): decoding "
                  f"{hours(decode)} for all {len(planned)} runs"
-                 + (f"; {hours(left)} for the {len(todo)} not finished in the runs folder" if len(todo) < len(planned) else ""))
+                 + ("; every one is finished in the runs folder: a rerun reuses them" if not todo else
+                    f"; {hours(left)} for the {len(todo)} not finished in the runs folder" if len(todo) < len(planned) else ""))
     scaled = [p for p in planned if p.history.ar_s_per_token and p.t1_s]
     if scaled:  # a run's step also pays what the profile leaves out: longer contexts, a full static cache, the stopper
         ratio = sum(p.history.ar_s_per_token / p.t1_s for p in scaled) / len(scaled)
