@@ -1,39 +1,65 @@
 """The `harness` command line: thin click commands that parse and call the library.
 
-    harness run --method jacobi --task humaneval --limit 5
-    harness methods | harness tasks
-Heavy imports (torch, transformers) happen inside the commands so that --help is instant.
+    harness run --method jacobi:block_size=7 --task humaneval --limit 5
+    harness methods | harness tasks | harness --version | harness COMMAND -h
+Heavy imports (torch, transformers, lm_eval) happen inside the commands, after the checks that need none of them, so
+that --help, --version and a mistyped method or task answer at once. One grammar: `--method`/`--methods` take
+METHOD[:key=value,...], `--task`/`--tasks` task names, `--model` a model, `--runs-dir` the folder of run folders and
+`--out` what a command writes. Default outputs (results/runs, results/local) are ignored by git: only `make results`
+writes the committed reference in results/.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 
 import click
+from click.core import ParameterSource
 
-from harness import HarnessError
+from harness import LOCAL_DIR, RUNS_DIR, HarnessError
 from harness.text import positive_ints, text_table
+from methods import MethodError, OptionError
 
 
-def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
-    from methods.base import OptionError
-    from methods.specs import parse_pairs
+def renamed(old: str, new: str, **attrs):
+    """Keep option `old` working, hidden, for scripts written before it became `new` (a parameter of the command):
+    it sets `new`, with a one-line deprecation note on stderr."""
+    dest = "renamed_" + old.lstrip("-").replace("-", "_")
+    flag = "--" + new.replace("_", "-")
 
-    try:
-        return parse_pairs(pairs)
-    except OptionError as e:
-        raise HarnessError(str(e)) from None
+    def decorate(f):
+        @functools.wraps(f)
+        def wrapper(*args, **kwargs):
+            value = kwargs.pop(dest)
+            if value is not None:
+                click.echo(f"note: {old} is deprecated; use {flag}", err=True)
+                if click.get_current_context().get_parameter_source(new) == ParameterSource.COMMANDLINE:
+                    raise HarnessError(f"give {flag} or {old}, not both")
+                kwargs[new] = value
+            return f(*args, **kwargs)
+        return click.option(old, dest, hidden=True, default=None, **attrs)(wrapper)
+    return decorate
+
+
+def _check_names(methods=(), tasks=()) -> None:
+    """Method and task names against the registries, without importing torch (a typo answers at once)."""
+    from harness.evaluation.names import check_task
+    from methods import check_method
+
+    for name in methods:
+        check_method(name)
+    for name in tasks:
+        check_task(name)
 
 
 class Group(click.Group):
     """Turns HarnessError (and the library's own user errors) into one line and exit status 2."""
 
     def invoke(self, ctx):
-        from methods import MethodError
-
         try:
             return super().invoke(ctx)
-        except (HarnessError, MethodError) as e:
+        except (HarnessError, MethodError, OptionError) as e:
             click.echo("error: " + " ".join(str(e).split()), err=True)  # always one line
             sys.exit(2)
         except KeyboardInterrupt:
@@ -41,10 +67,16 @@ class Group(click.Group):
             sys.exit(130)
 
 
-@click.group(cls=Group)
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@click.version_option(package_name="parallel-decoding-harness", prog_name="harness", message="%(prog)s %(version)s")
 def main(verbose: bool):
-    """Benchmark parallel decoding methods against AR decoding on the same hardware."""
+    """Benchmark parallel decoding methods against AR decoding on the same hardware.
+
+    \b
+    Example:
+      harness run --method jacobi --task humaneval --limit 5   # one method, paired with AR
+      harness COMMAND -h                                       # a command's options"""
     import os
     from pathlib import Path
 
@@ -64,8 +96,15 @@ ENGINE_HELP = ("eager: HF forwards with a dynamic cache; compiled: a static cach
                "forward width (compiled once per machine, minutes; docs/engine.md).")
 
 
+DRY_RUN_HELP = ("Print the planned runs and their estimated time from this hardware's forward-cost profile, and stop "
+                "(no model is loaded).")
+RUNS_DIR_HELP = "Folder of run folders (ignored by git)."
+
+
 @main.command()
-@click.option("--method", "-m", help="Decoding method (see `harness methods`).")
+@renamed("--output-dir", "runs_dir", type=click.Path(file_okay=False))
+@click.option("--method", "-m", metavar="METHOD[:K=V,...]",
+              help="Decoding method (see `harness methods`), with options as in bench: jacobi:block_size=7.")
 @click.option("--task", "-t", help="Task (see `harness tasks`).")
 @click.option("--prompts", type=click.Path(dir_okay=False), help="A JSONL file of {\"id\", \"prompt\"} rows, instead of --task.")
 @click.option("--model", default="smollm2-135m", show_default=True,
@@ -78,8 +117,9 @@ ENGINE_HELP = ("eager: HF forwards with a dynamic cache; compiled: a static cach
 @click.option("--limit", type=int, help="Run only the first N prompts.")
 @click.option("--max-new-tokens", type=int, help="Token budget per answer (default: the task's; 128 for --prompts).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("-O", "options", multiple=True, metavar="KEY=VALUE", help="Method option, repeatable (e.g. -O block_size=16).")
-@click.option("--output-dir", default="results/runs", show_default=True, type=click.Path(file_okay=False))
+@click.option("-O", "options", multiple=True, metavar="KEY=VALUE",
+              help="Method option, repeatable (e.g. -O block_size=16); each key once.")
+@click.option("--runs-dir", default=RUNS_DIR, show_default=True, type=click.Path(file_okay=False), help=RUNS_DIR_HELP)
 @click.option("--chat-template/--no-chat-template", default=True, show_default=True,
               help="Wrap prompts in the model's chat template when it has one.")
 @click.option("--data-dir", envvar="HARNESS_DATA_DIR", type=click.Path(file_okay=False),
@@ -90,25 +130,49 @@ ENGINE_HELP = ("eager: HF forwards with a dynamic cache; compiled: a static cach
 @click.option("--engine", type=click.Choice(["eager", "compiled"]), default="eager", show_default=True, help=ENGINE_HELP)
 @click.option("--batch-size", type=int, default=1, show_default=True,
               help="Requests decoded together by the method and by AR, its baseline at the same batch size (docs/batching.md).")
-@click.option("--resume", metavar="RUN_ID", help="Continue an interrupted run in --output-dir, skipping finished requests.")
+@click.option("--resume", metavar="RUN_ID", help="Continue an interrupted run in --runs-dir, skipping finished requests.")
 @click.option("--require-sandbox", is_flag=True, help="Refuse to run model-written code without OS isolation (bubblewrap).")
+@click.option("--dry-run", is_flag=True, help=DRY_RUN_HELP)
 @click.pass_context
-def run(ctx, resume, **kwargs):
+def run(ctx, resume, dry_run, runs_dir, **kwargs):
     """Run a method and the AR baseline, paired per request, and record the results.
 
-    Under `accelerate launch` or `torchrun` each process runs its share of the requests (docs/scale-out.md)."""
+    Under `accelerate launch` or `torchrun` each process runs its share of the requests (docs/scale-out.md).
+
+    \b
+    Example:
+      harness run --method jacobi:block_size=7 --task gsm8k --limit 20 --engine compiled
+      harness run --method speculative -O draft=ngram -O k=4 --prompts my_prompts.jsonl --dry-run"""
+    from methods.specs import parse_method, parse_pairs
+
+    # 1. The checks that need no torch: the method spec, its name and the task's.
+    options_given = bool(kwargs["options"]) or ":" in (kwargs["method"] or "")
+    kwargs["output_dir"] = runs_dir
+    if kwargs["method"]:
+        kwargs["method"], kwargs["options"] = parse_method(kwargs["method"], kwargs["options"])
+        _check_names([kwargs["method"]])
+    else:
+        kwargs["options"] = parse_pairs(kwargs["options"])
+    if not resume:
+        from harness.evaluation.names import check_task
+
+        if not kwargs["method"]:
+            raise HarnessError("no method: pass --method (see `harness methods`)")
+        check_task(kwargs["task"], kwargs["prompts"])
+    # 2. The run (or its plan).
     from harness.engine.records import MANIFEST, read_manifest
     from harness.engine.session import RunConfig
     from harness.orchestration.run import run as run_
 
-    kwargs["options"] = _parse_options(kwargs["options"])
     if resume:
         path = _resume_dir(kwargs["output_dir"], resume) / MANIFEST
         recorded = read_manifest(path)["config"]
         for key in RUN_OPTIONS:
             source = ctx.get_parameter_source(key)
             given = kwargs[key]
-            if key != "output_dir" and source == click.core.ParameterSource.COMMANDLINE and given != recorded.get(key):
+            if key == "options":  # -O k=v, or --method METHOD:k=v
+                source = ParameterSource.COMMANDLINE if options_given else ParameterSource.DEFAULT
+            if key != "output_dir" and source == ParameterSource.COMMANDLINE and given != recorded.get(key):
                 flag = "-O" if key == "options" else "--" + key.replace("_", "-")
                 raise HarnessError(f"run {resume} was made with {flag} {recorded.get(key)!r}, not {given!r}; "
                                    "leave the option out when resuming")
@@ -118,11 +182,34 @@ def run(ctx, resume, **kwargs):
             cfg = RunConfig(**kwargs)
         except (HarnessError, TypeError) as e:  # a wrongly typed or missing setting
             raise HarnessError(f"{path}: its \"config\" cannot be resumed ({e}); the run folder is damaged") from None
-    elif not kwargs["method"]:
-        raise HarnessError("no method: pass --method (see `harness methods`)")
     else:
         cfg = RunConfig(**kwargs)
+    if dry_run:
+        _dry_run([cfg], cfg.device)
+        return
     run_(cfg, resume=resume, echo=click.echo)
+
+
+def _dry_run(configs, device: str, tuning: str | None = None, previous=None) -> None:
+    """Print the plan of these runs and their estimate (harness.orchestration.plan); nothing is loaded or run."""
+    from harness.engine.models import resolve_device
+    from harness.engine.records import hardware
+    from harness.orchestration.plan import format_plan, plan
+
+    label = hardware(resolve_device(device))["label"]
+    planned, profile = plan(configs, label, tuning, previous=previous and (lambda rc: previous(rc, label)))
+    click.echo(format_plan(planned, label, profile))
+
+
+def _check_tuning_hardware(path: str, device: str) -> None:
+    """A warning when a tuning file was made on other hardware than this: its settings were chosen for that one."""
+    from harness.engine.models import resolve_device
+    from harness.engine.records import hardware
+    from harness.orchestration.tune import tuning_hardware
+
+    label, made_on = hardware(resolve_device(device))["label"], tuning_hardware(path)
+    if made_on is not None and made_on != label:
+        _warn(f"--tuned {path} was tuned on {made_on}, not on this hardware ({label}): `harness tune` here for this one's")
 
 
 def _resume_dir(output_dir: str, run_id: str):
@@ -130,14 +217,18 @@ def _resume_dir(output_dir: str, run_id: str):
 
     path = Path(output_dir) / run_id
     if not (path / "run.json").exists():
-        raise HarnessError(f"no run {run_id!r} under {output_dir} to resume (pass the same --output-dir as the run)")
+        raise HarnessError(f"no run {run_id!r} under {output_dir} to resume (pass the same --runs-dir as the run)")
     return path
 
 
 @main.command()
 def methods():
-    """List the registered decoding methods."""
-    from methods import MethodError, available_methods, get_method
+    """List the registered decoding methods.
+
+    \b
+    Example:
+      harness methods"""
+    from methods import available_methods, get_method
 
     rows = []
     for name, spec in sorted(available_methods().items()):
@@ -152,14 +243,19 @@ def methods():
 
 @main.command()
 def drafters():
-    """List the drafters speculative decoding can use (-O draft=NAME[:ARG], or a model)."""
+    """List the drafters speculative decoding can use (-O draft=NAME[:ARG], or a model).
+
+    \b
+    Example:
+      harness drafters
+      harness run --method speculative:draft=layerskip:15,k=4 --task gsm8k --limit 5"""
     from methods.drafters import DRAFTERS
     from methods.registry import RegistryError
 
     rows = []
     for name, spec in sorted(DRAFTERS.available().items()):
-        try:
-            doc = (DRAFTERS.get(name).__doc__ or "").strip().splitlines()[0]
+        try:  # the docstring's first paragraph, whole
+            doc = " ".join((DRAFTERS.get(name).__doc__ or "").strip().split("\n\n")[0].split())
         except RegistryError as e:
             doc = f"BROKEN: {e}"
         rows.append((name, spec.origin, doc))
@@ -171,7 +267,11 @@ def drafters():
 @click.option("--data-dir", envvar="HARNESS_DATA_DIR", type=click.Path(file_okay=False),
               help="Check where each task's data is found in this directory (env HARNESS_DATA_DIR).")
 def tasks(data_dir):
-    """List the tasks: metric, split size and where their data comes from."""
+    """List the tasks: metric, split size and where their data comes from.
+
+    \b
+    Example:
+      harness tasks --data-dir ../shared/data"""
     from harness.evaluation.tasks import TASKS
 
     rows = []
@@ -186,10 +286,15 @@ def _warn(message: str) -> None:
     click.echo("warning: " + message, err=True)
 
 
+def _warn_line(line: str) -> None:  # a line that already says "warning: ..."
+    click.echo(line, err=True)
+
+
 @main.command()
 @click.argument("run_dirs", nargs=-1, type=click.Path())
-@click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
-              help="Where leaderboard.csv, report.md and plots/ go.")
+@click.option("--out", default=LOCAL_DIR, show_default=True, type=click.Path(file_okay=False),
+              help="Where leaderboard.csv, report.md, headline.md and plots/ go (ignored by git; the committed "
+              "reference in results/ is `make results`'s).")
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=2000, show_default=True,
               help="Bootstrap resamples for the 95% intervals (0: no intervals).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
@@ -197,14 +302,19 @@ def _warn(message: str) -> None:
 def report(run_dirs, out, n_boot, seed, plots):
     """Leaderboard, plots and report.md from run folders (default: results/runs).
 
-    RUN_DIRS are run folders or folders holding run folders."""
+    RUN_DIRS are run folders or folders holding run folders.
+
+    \b
+    Example:
+      harness report                                  # your runs in results/runs -> results/local/
+      harness report results/reference-runs --out /tmp/ref   # the committed sweep, elsewhere"""
     import shlex
     from pathlib import Path
 
     from harness.analysis.report import report as report_
     from harness.analysis.markdown import format_board
 
-    run_dirs = run_dirs or ("results/runs",)
+    run_dirs = run_dirs or (RUNS_DIR,)
     command = shlex.join(["harness", "report", *run_dirs, "--out", out])
     board, written = report_(list(run_dirs), Path(out), command=command, warn=_warn, n_boot=n_boot, seed=seed,
                              plots=plots)
@@ -214,8 +324,9 @@ def report(run_dirs, out, n_boot, seed, plots):
 
 
 @main.command()
-@click.option("--tasks", "-t", multiple=True, required=True, help="Tasks, comma-separated or repeated.")
-@click.option("--methods", "-m", multiple=True, required=True, metavar="METHOD[:K=V,...]",
+@renamed("--output-dir", "runs_dir", type=click.Path(file_okay=False))
+@click.option("--tasks", "--task", "-t", multiple=True, required=True, help="Tasks, comma-separated or repeated.")
+@click.option("--methods", "--method", "-m", multiple=True, required=True, metavar="METHOD[:K=V,...]",
               help="Methods, comma-separated or repeated, each with options: speculative:draft=ngram,k=4.")
 @click.option("--model", default="smollm2-135m", show_default=True, help="One model for the whole sweep.")
 @click.option("--device", default="auto", show_default=True)
@@ -226,10 +337,10 @@ def report(run_dirs, out, n_boot, seed, plots):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--data-dir", envvar="HARNESS_DATA_DIR", type=click.Path(file_okay=False),
               help="Benchmark data (env HARNESS_DATA_DIR).")
-@click.option("--output-dir", default="results/runs", show_default=True, type=click.Path(file_okay=False),
-              help="Where the run folders go (finished ones are reused, interrupted ones resumed).")
-@click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
-              help="Where the report goes.")
+@click.option("--runs-dir", default=RUNS_DIR, show_default=True, type=click.Path(file_okay=False),
+              help=RUNS_DIR_HELP + " Finished runs there are reused, interrupted ones resumed.")
+@click.option("--out", default=LOCAL_DIR, show_default=True, type=click.Path(file_okay=False),
+              help="Where the report goes (ignored by git; the committed reference in results/ is `make results`'s).")
 @click.option("--chat-template/--no-chat-template", default=True, show_default=True)
 @click.option("--num-fewshot", type=int)
 @click.option("--judge-url", help="MT-bench: OpenAI-compatible endpoint for grading.")
@@ -246,10 +357,21 @@ def report(run_dirs, out, n_boot, seed, plots):
 @click.option("--plots/--no-plots", default=True, show_default=True)
 @click.option("--require-sandbox", is_flag=True, help="Refuse to run model-written code without OS isolation (bubblewrap).")
 @click.option("--tuned", type=click.Path(dir_okay=False), help="Also run the tuned settings of this `harness tune` file.")
-def bench(tasks, methods, limits, n_boot, plots, batch_size, batch_sizes, tuned, **kwargs):
+@click.option("--dry-run", is_flag=True, help=DRY_RUN_HELP + " Runs finished in --runs-dir are marked done.")
+def bench(tasks, methods, limits, n_boot, plots, batch_size, batch_sizes, tuned, dry_run, runs_dir, **kwargs):
     """Run every method x task on one loaded model (resumable), then the report.
 
-    Under `accelerate launch` or `torchrun` each process runs its share of every run (docs/scale-out.md)."""
+    Under `accelerate launch` or `torchrun` each process runs its share of every run (docs/scale-out.md).
+
+    \b
+    Example:
+      harness bench --tasks gsm8k,humaneval --limit 20 --engine compiled \\
+          --methods jacobi,lookahead,speculative:draft=ngram,k=4 --dry-run"""
+    from methods.specs import parse_specs
+
+    # 1. The names, with no torch yet.
+    _check_names([name for name, _ in parse_specs(methods)],
+                 [t.strip() for value in tasks for t in value.split(",") if t.strip()])
     from harness.orchestration.bench import (BenchConfig, bench as bench_, parse_batch_sizes, parse_limits, parse_list,
                                              parse_methods)
 
@@ -263,7 +385,15 @@ def bench(tasks, methods, limits, n_boot, plots, batch_size, batch_sizes, tuned,
         raise HarnessError("give --batch-size or --batch-sizes, not both")
     sizes = parse_batch_sizes(batch_sizes if batch_size is None else str(batch_size))
     cfg = BenchConfig(tasks=task_names, methods=parse_methods(methods), limit=limit,
-                      limits=tuple(per_task.items()), batch_sizes=sizes, **kwargs)
+                      limits=tuple(per_task.items()), batch_sizes=sizes, output_dir=runs_dir, **kwargs)
+    # 2. The sweep (or its plan).
+    if tuned:
+        _check_tuning_hardware(tuned, cfg.device)
+    if dry_run:
+        from harness.orchestration.bench import previous_run
+
+        _dry_run(cfg.run_configs(), cfg.device, tuned, previous=lambda rc, label: previous_run(rc, label))
+        return
     from harness.analysis.markdown import format_board
 
     try:
@@ -279,15 +409,20 @@ def bench(tasks, methods, limits, n_boot, plots, batch_size, batch_sizes, tuned,
 
 
 @main.command()
+@renamed("--output-dir", "runs_dir", type=click.Path(file_okay=False))
 @click.argument("run_a")
 @click.argument("run_b")
-@click.option("--output-dir", default="results/runs", show_default=True, type=click.Path(file_okay=False),
+@click.option("--runs-dir", default=RUNS_DIR, show_default=True, type=click.Path(file_okay=False),
               help="Where run ids are looked up (a path to a run folder works too).")
-def compare(run_a, run_b, output_dir):
-    """Print the differences between two runs: conditions, per-method metrics, identical outputs."""
+def compare(run_a, run_b, runs_dir):
+    """Print the differences between two runs: conditions, per-method metrics, identical outputs.
+
+    \b
+    Example:
+      harness compare 20261201-110213-d8b6 20261201-122822-9b5d --runs-dir results/reference-runs"""
     from harness.analysis.compare import compare as compare_, resolve_run
 
-    click.echo(compare_(resolve_run(run_a, output_dir), resolve_run(run_b, output_dir), warn=_warn))
+    click.echo(compare_(resolve_run(run_a, runs_dir), resolve_run(run_b, runs_dir), warn=_warn))
 
 
 @main.command("lm-eval", context_settings={"ignore_unknown_options": True, "help_option_names": []})
@@ -296,6 +431,7 @@ def lm_eval_cli(args):
     """lm-evaluation-harness's own CLI with this harness's model and tasks: every argument goes to lm-eval.
 
     \b
+    Example:
     harness lm-eval --model parallel-decoding --tasks gsm8k --limit 2 \\
         --model_args model=smollm2-135m,method=jacobi,block_size=16 --metadata data_dir=../shared/data
     The model `parallel-decoding` is registered with lm-eval's registry; the tasks' folder is added as
@@ -324,15 +460,20 @@ def lm_eval_cli(args):
 @click.option("--dtype", default="auto", show_default=True,
               help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16.")
 @click.option("--repeats", type=int, default=20, show_default=True, help="Timed forwards per width (after 3 untimed ones).")
-@click.option("--out", default="results/profile", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for <hardware>--<model>.csv, .json and .png.")
+@click.option("--out", default=LOCAL_DIR + "/profile", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for <hardware>--<model>.csv, .json and .png (ignored by git; results/profile is `make results`'s).")
 @click.option("--engines", default="eager", show_default=True,
               help="Engines to measure side by side, comma-separated: eager, compiled (compiling takes minutes).")
 def profile(widths, engines, **kwargs):
     """Forward cost of w new tokens after a cached context, relative to one token, on this hardware.
 
     A parallel method whose forwards are w tokens wide beats AR only if it commits more than t(w)/t(1)
-    tokens per step: the break-even column."""
+    tokens per step: the break-even column. The files are named after the hardware and the model; tune, bench
+    --dry-run and the report pick a profile by the hardware label recorded in its .json.
+
+    \b
+    Example:
+      harness profile --engines eager,compiled --context 200"""
     from harness.orchestration.profile import ProfileConfig, format_table, parse_widths, run_profile
 
     cfg = ProfileConfig(widths=parse_widths(widths), engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
@@ -348,7 +489,12 @@ def profile(widths, engines, **kwargs):
 
 @main.group()
 def cllm():
-    """CLLM: collect Jacobi trajectories, then consistency-train a model on them."""
+    """CLLM: collect Jacobi trajectories, then consistency-train a model on them; measure and study checkpoints.
+
+    \b
+    Example:
+      harness cllm collect --task gsm8k --limit 64 --block-size 4 --out trajectories.jsonl
+      harness cllm train --data trajectories.jsonl --out ckpt/"""
 
 
 @cllm.command()
@@ -371,7 +517,11 @@ def cllm():
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Trajectory file (JSONL); an existing one is resumed.")
 def collect(**kwargs):
-    """Collect Jacobi trajectories (one record per block) from the target model; resumable."""
+    """Collect Jacobi trajectories (one record per block) from the target model; resumable.
+
+    \b
+    Example:
+      harness cllm collect --task gsm8k --limit 64 --block-size 4 --out trajectories.jsonl"""
     from harness.cllm.trajectories import CollectConfig, collect as collect_
 
     if kwargs["limit"] is not None and kwargs["limit"] < 1:
@@ -410,7 +560,12 @@ def collect(**kwargs):
 @click.option("--samples", type=int, default=0, show_default=True,
               help="Train on the file's first N samples only (0: all), so a recipe stays the same when its file grows.")
 def train(snapshots, **kwargs):
-    """Consistency-train a model on trajectories (transformers Trainer; `accelerate launch` for several GPUs)."""
+    """Consistency-train a model on trajectories (transformers Trainer; `accelerate launch` for several GPUs).
+
+    \b
+    Example:
+      harness cllm train --data trajectories.jsonl --out ckpt/ --lora --lr 1e-3 --epochs 1
+      harness run --method cllm:checkpoint=ckpt/ --task gsm8k --limit 10"""
     from harness.cllm.train import TrainConfig, train as train_
 
     sizes = positive_ints(snapshots, "--snapshots", "128,256,512,1024") if snapshots else ()
@@ -426,11 +581,18 @@ def train(snapshots, **kwargs):
 @click.option("--data-dir", envvar="HARNESS_DATA_DIR", type=click.Path(file_okay=False),
               help="Benchmark data (env HARNESS_DATA_DIR).")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--out", default="results/tuning.json", show_default=True, type=click.Path(dir_okay=False))
-@click.option("--profile", type=click.Path(dir_okay=False),
-              help="Read forward costs from this `harness profile` CSV (its --engine rows) instead of measuring.")
+@click.option("--out", default=LOCAL_DIR + "/tuning.json", show_default=True, type=click.Path(dir_okay=False),
+              help="The tuning file (ignored by git; results/tuning.json is `make results`'s).")
+@click.option("--profile", type=click.Path(),
+              help="Read forward costs (the --engine rows) from this `harness profile` CSV, or from the profile of this "
+              "hardware in this folder, instead of measuring.")
 def tune(**kwargs):
-    """Choose Jacobi, lookahead and n-gram speculative sizes for this machine (profile costs x pilot tokens/step)."""
+    """Choose Jacobi, lookahead and n-gram speculative sizes for this machine (profile costs x pilot tokens/step).
+
+    \b
+    Example:
+      harness tune --engine compiled --profile results/local/profile --data-dir ../shared/data
+      harness bench --tasks gsm8k --methods jacobi --tuned results/local/tuning.json --dry-run"""
     from harness.orchestration.tune import TuneConfig, tune as tune_
 
     result = tune_(TuneConfig(**kwargs), echo=click.echo)
@@ -453,7 +615,11 @@ def tune(**kwargs):
 @click.option("--write-card", is_flag=True, help="Record tokens/step per block size in the checkpoint's cllm.json "
               "(what -O block_size=auto reads).")
 def measure(block_sizes, **kwargs):
-    """Tokens per step of a CLLM checkpoint per block size on held-out questions (untimed; resumable)."""
+    """Tokens per step of a CLLM checkpoint per block size on held-out questions (untimed; resumable).
+
+    \b
+    Example:
+      harness cllm measure --checkpoint smollm2-135m-cllm --block-sizes 4,8 --limit 10 --out measure.jsonl"""
     from harness.cllm.measure import MeasureConfig, measure as measure_
 
     result = measure_(MeasureConfig(block_sizes=positive_ints(block_sizes, "--block-sizes", "4,8,16"), **kwargs), echo=click.echo)
@@ -461,9 +627,11 @@ def measure(block_sizes, **kwargs):
 
 
 @cllm.command()
+@renamed("--out-dir", "out", type=click.Path(file_okay=False))
+@renamed("--base", "model")
 @click.option("--checkpoint", "checkpoints", multiple=True, required=True,
               help="CLLM checkpoint (alias or directory), repeatable; each at the block size its cllm.json records.")
-@click.option("--base", default="smollm2-135m", show_default=True, help="The checkpoints' base model (the zero-data point).")
+@click.option("--model", default="smollm2-135m", show_default=True, help="The checkpoints' base model (the zero-data point).")
 @click.option("--task", default="gsm8k", show_default=True)
 @click.option("--limit", type=int, default=40, show_default=True, help="The first N *test* questions.")
 @click.option("--max-new-tokens", type=int, default=256, show_default=True)
@@ -471,18 +639,32 @@ def measure(block_sizes, **kwargs):
               help="Benchmark data (env HARNESS_DATA_DIR).")
 @click.option("--engine", type=click.Choice(["eager", "compiled"]), default="eager", show_default=True,
               help="Engine the tokens/step are counted on (untimed).")
-@click.option("--profile", type=click.Path(dir_okay=False), help="`harness profile` CSV: break-even and expected speedup.")
+@click.option("--profile", type=click.Path(),
+              help="`harness profile` CSV, or a folder holding this hardware's: break-even and expected speedup.")
 @click.option("--profile-engine", type=click.Choice(["eager", "compiled"]), default="compiled", show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False),
-              help="study.csv/.md/.png and the resumable measurements behind them.")
-def study(checkpoints, **kwargs):
-    """Block size and training data against tokens/step and hit rates, per checkpoint (untimed; resumable)."""
+@click.option("--out", type=click.Path(file_okay=False),
+              help="study.csv/.md/.png and the resumable measurements behind them (required).")
+def study(checkpoints, model, out, **kwargs):
+    """Block size and training data against tokens/step and hit rates, per checkpoint (untimed; resumable).
+
+    \b
+    Example:
+      harness cllm study --checkpoint smollm2-135m-cllm --limit 10 --profile results/profile --out study/"""
     from harness.cllm.study import StudyConfig, study as study_
 
-    table = study_(StudyConfig(checkpoints=checkpoints, **kwargs), echo=click.echo)
+    if out is None:
+        raise HarnessError("no --out: pass the folder for study.csv, e.g. --out results/cllm-study")
+    if kwargs["profile"]:
+        from harness.engine.models import resolve_device
+        from harness.engine.records import hardware
+        from harness.orchestration.tune import choose_profile
+
+        label = hardware(resolve_device(kwargs["device"]))["label"]
+        kwargs["profile"] = choose_profile(kwargs["profile"], label, model, echo=_warn_line)
+    table = study_(StudyConfig(checkpoints=checkpoints, base=model, out_dir=out, **kwargs), echo=click.echo)
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    click.echo(f"wrote {kwargs['out_dir']}/study.csv, study.md, study.png")
+    click.echo(f"wrote {out}/study.csv, study.md, study.png")
 
 
 if __name__ == "__main__":  # python -m harness.cli (runs this checkout's code, not an installed copy)

@@ -28,7 +28,8 @@ class AR(Decoder):
     description = "autoregressive decoding with a KV cache (the baseline)"
     Options = AROptions
 
-    def widths(self):
+    @classmethod
+    def forward_widths(cls, options):
         return (1,)
 
     @torch.inference_mode()

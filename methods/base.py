@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from methods.engine import Engine
+from methods.registry import suggestion
+from methods.specs import OptionError  # noqa: F401  (re-exported: decoders raise it)
 
 # Loads a second model (a CLLM checkpoint, a draft model) from a spec (alias, hub id, directory, .gguf)
 # onto the device and dtype of the model given as `like`. The harness passes one in; decoders never
@@ -38,10 +40,6 @@ class BatchStep:
     committed nothing in this forward (it has reached its token budget)."""
 
     rows: tuple[Step | None, ...]
-
-
-class OptionError(ValueError):
-    """A bad `-O key=value` option; the message says what is allowed."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +81,11 @@ class Decoder:
     def widths(self) -> tuple[int, ...]:
         """The widths of the forwards `decode` runs after the prefill (a compiled engine builds one graph for
         each, and pads a narrower forward to the next one). Empty: not known in advance."""
+        return self.forward_widths(self.options)
+
+    @classmethod
+    def forward_widths(cls, options: Any) -> tuple[int, ...]:
+        """`widths` from the options alone, with no model (what `--dry-run` plans with). Empty: not known in advance."""
         return ()
 
     def reserve(self, positions: int, fit: bool = False) -> bool:
@@ -113,7 +116,8 @@ class Decoder:
         unknown = sorted(set(pairs) - set(fields))
         if unknown:
             allowed = ", ".join(sorted(fields)) or "none"
-            raise OptionError(f"unknown option {unknown[0]!r} for this method; allowed: {allowed}")
+            raise OptionError(f"unknown option {unknown[0]!r} for this method{suggestion(unknown[0], fields)} "
+                              f"(allowed: {allowed})")
         values = {k: _convert(v, fields[k].type, k) for k, v in pairs.items()}
         try:
             return cls.Options(**values)

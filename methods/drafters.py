@@ -69,6 +69,22 @@ DRAFTERS = Registry("drafter", {"ngram": "methods.drafters:NgramDrafter",
                     "harness.drafters", Drafter)
 
 
+def check_draft(spec: str) -> None:
+    """A `draft=` spec that names no registered drafter and no model file, directory or hub id (org/name), yet is close
+    to a drafter's name, is a typo: a ValueError that suggests the drafter (a model alias goes on to the loader)."""
+    import difflib
+    from pathlib import Path
+
+    name = spec.partition(":")[0]
+    available = DRAFTERS.available()
+    if name in available or "/" in spec or spec.endswith(".gguf") or Path(spec).expanduser().exists():
+        return
+    close = difflib.get_close_matches(name, list(available), n=1, cutoff=0.7)  # strict: model aliases are not typos
+    if close:
+        raise ValueError(f"unknown drafter {name!r}; did you mean {close[0]!r}? (drafters: {', '.join(sorted(available))}, "
+                         "or a model: alias, hub id, directory or .gguf; see `harness drafters`)")
+
+
 def make_drafter(spec: str, target: torch.nn.Module, default_args: dict[str, str] | None = None,
                  loader=None, engine: Engine | None = None) -> Drafter:
     """`name[:arg]` of a registered drafter (a missing arg falls back to default_args[name]);

@@ -44,8 +44,10 @@ class Jacobi(Decoder):
     description = "vanilla Jacobi iteration over an n-token block (lossless under greedy)"
     Options = JacobiOptions
 
-    def widths(self):
-        return (self.options.block_size + 1,)  # a short last block is padded to it
+    @classmethod
+    def forward_widths(cls, options):
+        n = options.block_size  # an int; CLLM's may still be "checkpoint" or "auto" (known once the checkpoint loads)
+        return (int(n) + 1,) if str(n).isdigit() else ()  # a short last block is padded to it
 
     @torch.inference_mode()
     def decode(self, input_ids: torch.Tensor, max_new_tokens: int) -> Iterator[Step]:

@@ -93,10 +93,11 @@ class Lookahead(Decoder):
             a += n
         return allowed.to(device), offsets.to(device)
 
-    def widths(self):
+    @classmethod
+    def forward_widths(cls, options):
         """The tree forward's width: W·(N−1) with nothing pending and no candidates, up to N pending tokens
         plus G candidates of N−1 tokens."""
-        W, N, G = self.options.window, self.options.ngram, self.options.guess_set
+        W, N, G = options.window, options.ngram, options.guess_set
         return tuple(sorted({W * (N - 1), N + (W - 1) + (N - 2) * W + G * (N - 1)}))
 
     def warm_up(self, progress=None) -> float:

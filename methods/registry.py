@@ -27,7 +27,7 @@ class Registry:
     kind: str  # "method", "drafter": used in messages
     builtins: dict[str, str]
     group: str  # entry-point group
-    base: type
+    base: type | str  # the class every entry must subclass, or its "module:Class" (imported only when one loads)
     hint: str = ""  # where to look, e.g. "see `harness methods`"
 
     def available(self) -> dict[str, Spec]:
@@ -46,16 +46,29 @@ class Registry:
         except Exception as e:  # any import-time failure of a plugin is a hard, explained error
             raise RegistryError(f"{self.kind} {spec.name!r} ({spec.target}, from {spec.origin}) failed to load: "
                                 f"{type(e).__name__}: {e}") from None
-        if not (isinstance(obj, type) and issubclass(obj, self.base)):
+        base = self.base
+        if isinstance(base, str):
+            module_name, _, attr = base.partition(":")
+            base = getattr(importlib.import_module(module_name), attr)
+        if not (isinstance(obj, type) and issubclass(obj, base)):
             raise RegistryError(f"{self.kind} {spec.name!r} ({spec.target}) is not a subclass of "
-                                f"{self.base.__module__}.{self.base.__name__}")
+                                f"{base.__module__}.{base.__name__}")
         return obj
 
-    def get(self, name: str) -> type:
+    def spec(self, name: str) -> Spec:
+        """The entry for `name`, without importing it (a typo gets a suggestion)."""
         specs = self.available()
         if name not in specs:
-            close = difflib.get_close_matches(name, list(specs), n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = suggestion(name, specs)
             where = f"; {self.hint}" if self.hint else ""
             raise RegistryError(f"unknown {self.kind} {name!r}{hint} (available: {', '.join(sorted(specs))}{where})")
-        return self.load(specs[name])
+        return specs[name]
+
+    def get(self, name: str) -> type:
+        return self.load(self.spec(name))
+
+
+def suggestion(name: str, choices) -> str:
+    """"; did you mean 'x'?" for the closest of `choices`, or "" when none is close."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else ""

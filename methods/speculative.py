@@ -17,7 +17,7 @@ import torch
 from methods.acceptance import greedy_accept, rejection_accept, sample
 from methods.base import BatchStep, Decoder, Step
 from methods.batch import budgets, chain_layout, prefill
-from methods.drafters import make_drafter
+from methods.drafters import check_draft, make_drafter
 
 
 MAX_K = 15  # adaptive drafting grows k up to this (forwards of 16 tokens at most), or up to the k given
@@ -34,6 +34,7 @@ class SpeculativeOptions:
     def __post_init__(self):
         if self.k < 1 or self.ngram < 1 or self.temperature < 0:
             raise ValueError("need k >= 1, ngram >= 1 and temperature >= 0")
+        check_draft(self.draft)
 
 
 class Speculative(Decoder):
@@ -48,10 +49,11 @@ class Speculative(Decoder):
         except ValueError as e:
             raise ValueError(f"draft={self.options.draft}: {e}") from None
 
-    def widths(self):
+    @classmethod
+    def forward_widths(cls, options):
         # 1: a drafter that found nothing (n-gram lookup) verifies no draft; adaptive k pads to powers of two
-        k = self.options.k
-        return (1, k + 1) if not self.options.adaptive else tuple(sorted({1, 2, 4, 8, 16, k + 1}))
+        k = options.k
+        return (1, k + 1) if not options.adaptive else tuple(sorted({1, 2, 4, 8, 16, k + 1}))
 
     def reserve(self, positions: int, fit: bool = False) -> bool:
         return bool(super().reserve(positions, fit) | self.drafter.reserve(positions, fit))

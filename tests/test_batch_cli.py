@@ -117,7 +117,7 @@ def test_an_interrupted_batched_run_resumes_batch_by_batch(tmp_path, monkeypatch
     before = rows_of(run_dir)
     assert len(before) == 4 and {r["batch"] for r in before} == {0}
     monkeypatch.setattr(harness.engine.session, "run_batch_rows", real)
-    result = invoke("run", "--resume", run_dir.name, "--output-dir", str(tmp_path / "runs"))
+    result = invoke("run", "--resume", run_dir.name, "--runs-dir", str(tmp_path / "runs"))
     assert result.exit_code == 0, result.output
     after = rows_of(run_dir)
     assert after[:4] == before and len(after) == 10
@@ -135,7 +135,7 @@ def test_bench_over_two_batch_sizes_draws_speedup_vs_batch_size(tmp_path, write_
                                             "answer": f"{i} + 4 = {i + 4}\n#### {i + 4}"} for i in range(4)])
     result = invoke("bench", "--tasks", "gsm8k", "--methods", "jacobi:block_size=3", "--model", "tiny-random",
                     "--limit", "4", "--max-new-tokens", "8", "--num-fewshot", "0", "--batch-sizes", "1,2",
-                    "--data-dir", str(data), "--output-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "res"),
+                    "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "res"),
                     "--bootstrap", "0")
     assert result.exit_code == 0, result.output
     board = pd.read_csv(tmp_path / "res" / "leaderboard.csv")
@@ -145,6 +145,6 @@ def test_bench_over_two_batch_sizes_draws_speedup_vs_batch_size(tmp_path, write_
     assert plot.read_bytes()[:8] == PNG and "speedup_vs_batch_size.png" in (tmp_path / "res" / "report.md").read_text()
     again = invoke("bench", "--tasks", "gsm8k", "--methods", "jacobi:block_size=3", "--model", "tiny-random",
                    "--limit", "4", "--max-new-tokens", "8", "--num-fewshot", "0", "--batch-sizes", "1,2",
-                   "--data-dir", str(data), "--output-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "res"),
+                   "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "res"),
                    "--bootstrap", "0")
     assert again.output.count("skipped") == 2  # each batch size's run is found again

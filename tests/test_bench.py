@@ -73,7 +73,7 @@ def loads(monkeypatch):
 def bench_args(tmp_path, data_dir, *extra):
     return ["bench", "--tasks", "gsm8k", "--methods", "jacobi:block_size=4,speculative:draft=ngram,k=3",
             "--model", "tiny-random", "--limit", "2", "--max-new-tokens", "8", "--num-fewshot", "0",
-            "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "res"),
+            "--data-dir", str(data_dir), "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "res"),
             "--bootstrap", "200", *extra]
 
 
@@ -155,7 +155,7 @@ def test_bad_input_is_one_line_before_any_model_load(tmp_path, data_dir, monkeyp
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("flag", ["--out", "--output-dir"])
+@pytest.mark.parametrize("flag", ["--out", "--runs-dir"])
 def test_a_folder_below_a_file_is_one_line_before_any_model_load(tmp_path, data_dir, monkeypatch, flag):
     monkeypatch.setattr(harness.engine.models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
     (tmp_path / "somefile").write_text("x")

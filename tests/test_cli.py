@@ -32,7 +32,7 @@ def invoke(*args):
 def run_args(tmp_path, *extra, method="jacobi", prompts=None):
     prompts = prompts or write_prompts(tmp_path / "prompts.jsonl")
     return ["run", "--method", method, "--model", "tiny-random", "--prompts", str(prompts),
-            "--max-new-tokens", "24", "--output-dir", str(tmp_path / "runs"), *extra]
+            "--max-new-tokens", "24", "--runs-dir", str(tmp_path / "runs"), *extra]
 
 
 def only_run(tmp_path) -> Path:
@@ -88,7 +88,7 @@ def test_ar_alone_has_no_pairing(tmp_path):
 
 def test_humaneval_task(tmp_path):
     result = invoke("run", "--method", "jacobi", "--task", "humaneval", "--model", "tiny-random", "--limit", "2",
-                    "--max-new-tokens", "8", "--output-dir", str(tmp_path / "runs"))
+                    "--max-new-tokens", "8", "--runs-dir", str(tmp_path / "runs"))
     assert result.exit_code == 0, result.output
     run_dir = only_run(tmp_path)
     rows = rows_of(run_dir)
@@ -185,7 +185,7 @@ def test_interrupted_run_resumes_without_redoing_or_losing_samples(tmp_path, mon
         f.write('{"method": "ar", "doc_id": "p2", "new_tok')
 
     monkeypatch.setattr(harness.engine.session, "run_one", real)
-    result = invoke("run", "--resume", run_dir.name, "--output-dir", str(tmp_path / "runs"))
+    result = invoke("run", "--resume", run_dir.name, "--runs-dir", str(tmp_path / "runs"))
     assert result.exit_code == 0, result.output
     assert "4 of 4" not in result.output and "resuming" in result.output
     after = rows_of(run_dir)
@@ -194,16 +194,16 @@ def test_interrupted_run_resumes_without_redoing_or_losing_samples(tmp_path, mon
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["methods"]["jacobi"]["n"] == 4
 
-    result = invoke("run", "--resume", run_dir.name, "--output-dir", str(tmp_path / "runs"))
+    result = invoke("run", "--resume", run_dir.name, "--runs-dir", str(tmp_path / "runs"))
     assert result.exit_code == 0 and len(rows_of(run_dir)) == 8  # nothing left to do, nothing redone
 
 
 def test_resume_refuses_different_settings_and_unknown_runs(tmp_path):
     assert invoke(*run_args(tmp_path)).exit_code == 0
     run_dir = only_run(tmp_path)
-    result = invoke("run", "--resume", run_dir.name, "--max-new-tokens", "99", "--output-dir", str(tmp_path / "runs"))
+    result = invoke("run", "--resume", run_dir.name, "--max-new-tokens", "99", "--runs-dir", str(tmp_path / "runs"))
     assert result.exit_code == 2 and "--max-new-tokens 24" in result.output
-    result = invoke("run", "--resume", "no-such-run", "--output-dir", str(tmp_path / "runs"))
+    result = invoke("run", "--resume", "no-such-run", "--runs-dir", str(tmp_path / "runs"))
     assert result.exit_code == 2 and "no run 'no-such-run'" in result.output
 
 
@@ -257,7 +257,7 @@ def test_a_resumed_sampled_run_equals_an_uninterrupted_one(tmp_path):
     assert len({r["output"] for r in expected if r["method"] == "speculative"}) > 1  # the seed matters
     for k in (3, 8):  # mid-pair (the second request ran AR first), and after four whole pairs
         cut = interrupted_copy(whole, f"cut{k}", k)
-        result = invoke("run", "--resume", cut.name, "--output-dir", str(tmp_path / "runs"))
+        result = invoke("run", "--resume", cut.name, "--runs-dir", str(tmp_path / "runs"))
         assert result.exit_code == 0 and "resuming" in result.output, result.output
         assert sampled(cut) == expected, k
 
@@ -271,7 +271,7 @@ def test_resume_of_a_damaged_run_json_is_one_line(tmp_path):
                           "limit must be int or None, not 'abc'"),
                          (json.dumps({**manifest, "config": {}}), "missing 1 required positional argument: 'method'")):
         (run_dir / "run.json").write_text(bad)
-        result = invoke("run", "--resume", run_dir.name, "--output-dir", str(tmp_path / "runs"))
+        result = invoke("run", "--resume", run_dir.name, "--runs-dir", str(tmp_path / "runs"))
         assert result.exit_code == 2 and message in result.output, result.output
         assert result.output.startswith(f"error: {run_dir / 'run.json'}") and len(result.output.strip().splitlines()) == 1
 
@@ -281,7 +281,7 @@ def test_resume_skips_malformed_rows_and_redoes_them(tmp_path):
     run_dir = only_run(tmp_path)
     rows = rows_of(run_dir)
     (run_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*rows[:5], {**rows[5], "doc_id": {"a": 1}}]))
-    result = invoke("run", "--resume", run_dir.name, "--output-dir", str(tmp_path / "runs"))
+    result = invoke("run", "--resume", run_dir.name, "--runs-dir", str(tmp_path / "runs"))
     assert result.exit_code == 0, result.output
     after = rows_of(run_dir)
     assert after[:5] == rows[:5] and len(after) == 8 and len({(r["method"], r["doc_id"]) for r in after}) == 8
@@ -300,7 +300,7 @@ def test_output_dir_below_a_file_is_one_line_before_the_model_loads(tmp_path, mo
     (tmp_path / "somefile").write_text("x")
     monkeypatch.setattr(harness.orchestration.run, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
     args = run_args(tmp_path)
-    args[args.index("--output-dir") + 1] = str(tmp_path / "somefile" / "sub")
+    args[args.index("--runs-dir") + 1] = str(tmp_path / "somefile" / "sub")
     result = invoke(*args)
     assert result.exit_code == 2 and f"{tmp_path / 'somefile'} is a file" in result.output, result.output
     assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1

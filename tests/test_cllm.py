@@ -296,7 +296,7 @@ def test_cllm_run_pairs_the_checkpoint_with_ar_on_the_base(tiny, trajectories, t
     prompts.write_text('{"id": "a", "prompt": "Question: 1+1?"}\n{"id": "b", "prompt": "def f(x):"}\n')
     result = CliRunner().invoke(main, ["run", "--method", "cllm", "-O", f"checkpoint={out}", "-O", "block_size=8",
                                        "--model", "tiny-random", "--prompts", str(prompts), "--max-new-tokens", "16",
-                                       "--output-dir", str(tmp_path / "runs")], catch_exceptions=False)
+                                       "--runs-dir", str(tmp_path / "runs")], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     (run_dir,) = (tmp_path / "runs").iterdir()
     s = json.loads((run_dir / "summary.json").read_text())["methods"]
@@ -319,7 +319,7 @@ def test_cllm_decodes_at_the_trained_block_size_and_auto_picks_from_costs(tiny, 
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"id": "a", "prompt": "Question: 1+1?"}\n')
     args = ["run", "--method", "cllm", "-O", f"checkpoint={out}", "-O", "block_size=auto", "--model", "tiny-random",
-            "--prompts", str(prompts), "--max-new-tokens", "8", "--output-dir", str(tmp_path / "runs")]
+            "--prompts", str(prompts), "--max-new-tokens", "8", "--runs-dir", str(tmp_path / "runs")]
     result = CliRunner().invoke(main, args)  # no tokens/step per block recorded yet: one clear line
     assert result.exit_code == 2 and "harness cllm measure" in result.output, result.output
     card["tokens_per_step"] = {"2": 1.5, "3": 9.0}  # block 3 commits so much more that it wins at any cost curve here

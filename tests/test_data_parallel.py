@@ -90,7 +90,7 @@ def kill_rank(launcher: subprocess.Popen, rank: int, part: Path, deadline_s: flo
 def test_two_processes_killed_and_resumed_hold_every_request_once_and_summarize_as_one(tmp_path):
     prompts, runs = write_prompts(tmp_path / "p.jsonl", 8), tmp_path / "runs"
     args = ["run", "--method", "jacobi", "--model", "tiny-random", "--prompts", str(prompts), "--max-new-tokens", "16",
-            "--output-dir", str(runs)]
+            "--runs-dir", str(runs)]
     # 1. Two processes; rank 1 killed after its first row (the launcher then ends rank 0 too).
     launcher = subprocess.Popen(launch_cmd(*args), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
@@ -106,7 +106,7 @@ def test_two_processes_killed_and_resumed_hold_every_request_once_and_summarize_
     assert len(before) < 16
 
     # 2. Resumed by two processes: what was written stays, the rest is run, rank 0 merges.
-    result = launch("run", "--resume", run_dir.name, "--output-dir", str(runs))
+    result = launch("run", "--resume", run_dir.name, "--runs-dir", str(runs))
     assert result.returncode == 0, result.stdout + result.stderr
     assert sorted(p.name for p in run_dir.iterdir()) == ["run.json", "samples.jsonl", "summary.json"]
     rows = rows_of(run_dir / "samples.jsonl")
@@ -186,7 +186,7 @@ def test_a_single_process_resumes_a_data_parallel_run(tmp_path):
     """Rank 1's part file cut short (a torn line): plain `harness run --resume` finishes and merges it."""
     prompts = write_prompts(tmp_path / "p.jsonl", 4)
     args = ["run", "--method", "jacobi", "--model", "tiny-random", "--prompts", str(prompts), "--max-new-tokens", "8",
-            "--output-dir", str(tmp_path / "runs")]
+            "--runs-dir", str(tmp_path / "runs")]
     invoke(*args)
     (run_dir,) = (tmp_path / "runs").iterdir()
     rows = rows_of(run_dir / "samples.jsonl")
@@ -196,7 +196,7 @@ def test_a_single_process_resumes_a_data_parallel_run(tmp_path):
         part_path(run_dir, rank).write_text("".join(json.dumps(r) + "\n" for r in (mine if rank == 0 else mine[:1]))
                                             + ('{"method": "ar", "doc' if rank else ""))
     kept = read_samples(part_path(run_dir, 0)) + read_samples(part_path(run_dir, 1))
-    result = invoke("run", "--resume", run_dir.name, "--output-dir", str(tmp_path / "runs"))
+    result = invoke("run", "--resume", run_dir.name, "--runs-dir", str(tmp_path / "runs"))
     assert "5 rows already recorded" in result.output
     after = rows_of(run_dir / "samples.jsonl")
     assert len({(r["method"], r["doc_id"]) for r in after}) == len(after) == 8
@@ -215,8 +215,8 @@ def test_device_map_auto_loads_a_model_directory_and_is_recorded(tmp_path):
     prompts = write_prompts(tmp_path / "p.jsonl", 2)
     base = ["run", "--method", "jacobi", "--model", str(tmp_path / "m"), "--prompts", str(prompts),
             "--max-new-tokens", "6", "--device", "cpu"]
-    invoke(*base, "--device-map", "auto", "--output-dir", str(tmp_path / "mapped"))
-    invoke(*base, "--output-dir", str(tmp_path / "plain"))
+    invoke(*base, "--device-map", "auto", "--runs-dir", str(tmp_path / "mapped"))
+    invoke(*base, "--runs-dir", str(tmp_path / "plain"))
     (mapped,), (plain,) = (tmp_path / "mapped").iterdir(), (tmp_path / "plain").iterdir()
     info = json.loads((mapped / "run.json").read_text())
     assert info["config"]["device_map"] == "auto" and info["model"]["device_map"] == {"": "cpu"}
@@ -224,9 +224,9 @@ def test_device_map_auto_loads_a_model_directory_and_is_recorded(tmp_path):
     sha = lambda d: [r["output_sha1"] for r in rows_of(d / "samples.jsonl")]  # noqa: E731
     assert sha(mapped) == sha(plain)  # the same weights, the same greedy tokens
     result = CliRunner().invoke(main, ["run", "--method", "ar", "--model", "tiny-random", "--prompts", str(prompts),
-                                       "--device-map", "auto", "--output-dir", str(tmp_path / "x")])
+                                       "--device-map", "auto", "--runs-dir", str(tmp_path / "x")])
     assert result.exit_code == 2 and "--device-map applies to models read from files" in result.output
-    result = CliRunner().invoke(main, [*base, "--device-map", "everywhere", "--output-dir", str(tmp_path / "x")])
+    result = CliRunner().invoke(main, [*base, "--device-map", "everywhere", "--runs-dir", str(tmp_path / "x")])
     assert result.exit_code == 2 and "unknown --device-map 'everywhere'" in result.output
 
 
@@ -263,6 +263,6 @@ def test_two_process_training_agrees_on_the_weights_and_the_checkpoint_runs(tmp_
         assert not torch.allclose(trained.model(x).logits, base.model(x).logits)  # the adapter learned something
     prompts = write_prompts(tmp_path / "p.jsonl", 2)
     invoke("run", "--method", "jacobi", "--model", str(tmp_path / "ck"), "--prompts", str(prompts),
-           "--max-new-tokens", "4", "--output-dir", str(tmp_path / "runs"))
+           "--max-new-tokens", "4", "--runs-dir", str(tmp_path / "runs"))
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert json.loads((run_dir / "run.json").read_text())["model"]["source"] == "cllm"

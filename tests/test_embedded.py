@@ -49,7 +49,7 @@ def test_every_lossless_method_equals_ar_on_the_embedded_model(smol):
 
 def test_cli_end_to_end(smol, tmp_path):
     result = CliRunner().invoke(main, ["run", "--method", "jacobi", "--task", "humaneval", "--limit", "2",
-                                       "--max-new-tokens", "32", "--output-dir", str(tmp_path)],
+                                       "--max-new-tokens", "32", "--runs-dir", str(tmp_path)],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     (run_dir,) = tmp_path.iterdir()
@@ -71,7 +71,7 @@ def test_default_cllm_run_uses_the_shipped_checkpoint(smol, tmp_path, write_gsm8
                                      "answer": "3 + 4 = 7\n#### 7"}])
     result = CliRunner().invoke(main, ["run", "--method", "cllm", "--task", "gsm8k", "--limit", "1",
                                        "--max-new-tokens", "48", "--data-dir", str(tmp_path / "data"),
-                                       "--output-dir", str(tmp_path / "runs")], catch_exceptions=False)
+                                       "--runs-dir", str(tmp_path / "runs")], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     (run_dir,) = (tmp_path / "runs").iterdir()
     info = json.loads((run_dir / "run.json").read_text())

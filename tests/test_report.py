@@ -438,7 +438,7 @@ def test_cli_report_and_its_warnings(tmp_path):
     (["report", "/nonexistent/runs", "--seed", "-1"], "--seed must be 0 or more"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path, args, message):
-    result = invoke(*args, *(["--output-dir", str(tmp_path)] if args[0] == "compare" else ["--out", str(tmp_path)]))
+    result = invoke(*args, *(["--runs-dir", str(tmp_path)] if args[0] == "compare" else ["--out", str(tmp_path)]))
     assert result.exit_code == 2 and message in result.output
     assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("error: ")
 
@@ -450,7 +450,7 @@ def test_cli_compare_shows_conditions_metrics_and_identical_outputs(tmp_path):
     faster[3] = dict(faster[3], output_sha1="y")  # doc b now matches AR
     info_b = dict(manifest("r2", "m", {"k": 8}, metric=METRIC), config={"method": "m", "max_new_tokens": 16})
     write_run(tmp_path / "runs", info_b, faster, scores)
-    result = invoke("compare", "r1", str(tmp_path / "runs" / "r2"), "--output-dir", str(tmp_path / "runs"))
+    result = invoke("compare", "r1", str(tmp_path / "runs" / "r2"), "--runs-dir", str(tmp_path / "runs"))
     assert result.exit_code == 0, result.output
     out = result.output
     assert "config.max_new_tokens: 8 -> 16" in out and "method.options.k: 4 -> 8" in out and "run_id" not in out

@@ -266,7 +266,7 @@ def _cli(*args):
 def test_require_sandbox_refuses_to_start_without_isolation(tmp_path, monkeypatch):
     sandbox.isolation_report.cache_clear()
     monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
-    common = ["--model", "tiny-random", "--limit", "1", "--output-dir", str(tmp_path / "runs"), "--require-sandbox"]
+    common = ["--model", "tiny-random", "--limit", "1", "--runs-dir", str(tmp_path / "runs"), "--require-sandbox"]
     try:
         for command in (["run", "--method", "ar", "--task", "humaneval"],
                         ["bench", "--tasks", "humaneval", "--methods", "ar", "--out", str(tmp_path / "report")]):
@@ -283,7 +283,7 @@ def test_run_records_the_sandbox_in_its_manifest(isolated, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"id": "p0", "prompt": "abc abc"}) + "\n")
     result = _cli("run", "--method", "ar", "--model", "tiny-random", "--prompts", str(prompts), "--max-new-tokens", "4",
-                  "--output-dir", str(tmp_path / "runs"), "--require-sandbox")
+                  "--runs-dir", str(tmp_path / "runs"), "--require-sandbox")
     assert result.exit_code == 0, result.output
     (run_dir,) = (tmp_path / "runs").iterdir()
     info = json.loads((run_dir / "run.json").read_text())

@@ -178,7 +178,7 @@ def test_bench_repeats_runs_every_cell_twice_interleaved_and_pools_them(tmp_path
                                             "answer": f"#### {i + 4}"} for i in range(10)])
     args = ["bench", "--tasks", "gsm8k", "--methods", "jacobi:block_size=2,speculative:draft=ngram,k=2",
             "--model", "tiny-random", "--limit", "10", "--max-new-tokens", "4", "--num-fewshot", "0",
-            "--data-dir", str(data), "--output-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "res"),
+            "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "res"),
             "--bootstrap", "200", "--repeats", "2"]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -329,7 +329,7 @@ def run_dir_of(out):
 def test_cli_gsm8k_reports_accuracy_for_method_and_ar(data_dir, tmp_path):
     out = tmp_path / "runs"
     result = invoke("run", "--method", "jacobi", "--task", "gsm8k", "--model", "tiny-random", "--num-fewshot", "0",
-                    "--max-new-tokens", "8", "--data-dir", str(data_dir), "--output-dir", str(out))
+                    "--max-new-tokens", "8", "--data-dir", str(data_dir), "--runs-dir", str(out))
     assert result.exit_code == 0, result.output
     run_dir = run_dir_of(out)
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -345,7 +345,7 @@ def test_cli_gsm8k_reports_accuracy_for_method_and_ar(data_dir, tmp_path):
 def test_cli_mt_bench_with_a_judge_on_loopback(data_dir, tmp_path, server):  # noqa: F811
     out = tmp_path / "runs"
     result = invoke("run", "--method", "jacobi", "--task", "mt_bench", "--model", "tiny-random",
-                    "--max-new-tokens", "6", "--data-dir", str(data_dir), "--output-dir", str(out),
+                    "--max-new-tokens", "6", "--data-dir", str(data_dir), "--runs-dir", str(out),
                     "--judge-url", server["url"], "--judge-model", "judge-7b")
     assert result.exit_code == 0, result.output
     summary = json.loads((run_dir_of(out) / "summary.json").read_text())
@@ -361,7 +361,7 @@ def test_cli_mt_bench_with_a_judge_on_loopback(data_dir, tmp_path, server):  # n
 def test_cli_mt_bench_without_judge_has_no_accuracy(data_dir, tmp_path):
     out = tmp_path / "runs"
     result = invoke("run", "--method", "jacobi", "--task", "mt_bench", "--model", "tiny-random", "--limit", "1",
-                    "--max-new-tokens", "4", "--data-dir", str(data_dir), "--output-dir", str(out))
+                    "--max-new-tokens", "4", "--data-dir", str(data_dir), "--runs-dir", str(out))
     assert result.exit_code == 0, result.output
     s = json.loads((run_dir_of(out) / "summary.json").read_text())["methods"]["jacobi"]
     assert s["accuracy"] is None and s["lossless_rate"] == 1.0 and s["n_paired"] == 2
@@ -384,7 +384,7 @@ def test_mt_bench_alternates_who_goes_first_per_conversation_not_per_turn(data_d
 def test_cli_spider_reports_skipped_examples(data_dir, tmp_path):
     out = tmp_path / "runs"
     result = invoke("run", "--method", "ar", "--task", "spider", "--model", "tiny-random", "--max-new-tokens", "4",
-                    "--data-dir", str(data_dir), "--output-dir", str(out))
+                    "--data-dir", str(data_dir), "--runs-dir", str(out))
     assert result.exit_code == 0, result.output
     summary = json.loads((run_dir_of(out) / "summary.json").read_text())
     assert summary["skipped"] == {"database gone missing": 1} and summary["methods"]["ar"]["n_scored"] == 2
@@ -402,14 +402,14 @@ def test_interrupted_lm_eval_run_resumes(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(harness.engine.session, "run_one", interrupt_on_fourth)
     out = tmp_path / "runs"
     args = ["--model", "tiny-random", "--num-fewshot", "0", "--max-new-tokens", "6", "--data-dir", str(data_dir),
-            "--output-dir", str(out)]
+            "--runs-dir", str(out)]
     result = invoke("run", "--method", "jacobi", "--task", "gsm8k", *args)
     assert result.exit_code == 130
     run_dir = run_dir_of(out)
     before = [json.loads(x) for x in (run_dir / "samples.jsonl").read_text().splitlines()]
     assert len(before) == 3 and not (run_dir / "scores.jsonl").exists()
     monkeypatch.setattr(harness.engine.session, "run_one", real)
-    result = invoke("run", "--resume", run_dir.name, "--output-dir", str(out))
+    result = invoke("run", "--resume", run_dir.name, "--runs-dir", str(out))
     assert result.exit_code == 0, result.output
     after = [json.loads(x) for x in (run_dir / "samples.jsonl").read_text().splitlines()]
     assert after[:3] == before and len(after) == 6 and len({(r["method"], r["doc_id"]) for r in after}) == 6
@@ -443,7 +443,7 @@ def test_bad_data_is_one_clear_line_before_the_model_loads(data_dir, tmp_path, m
     setup(data_dir)
     monkeypatch.setattr(harness.orchestration.run, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
     args = ["--data-dir", str(data_dir), *args] if "--data-dir" not in args else args
-    result = invoke("run", "--method", "jacobi", "--model", "tiny-random", "--output-dir", str(tmp_path / "r"), *args)
+    result = invoke("run", "--method", "jacobi", "--model", "tiny-random", "--runs-dir", str(tmp_path / "r"), *args)
     assert result.exit_code == 2 and message in result.output, result.output
     assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
 
@@ -455,7 +455,7 @@ def test_more_few_shot_examples_than_the_train_split_is_one_line_and_leaves_no_r
     out = tmp_path / "runs"
     fewshot = ["--num-fewshot", shots] if shots else []  # none: the raw gsm8k task's 5
     result = invoke("run", "--method", "ar", "--task", "gsm8k", "--model", "tiny-random", "--no-chat-template",
-                    *fewshot, "--data-dir", str(data_dir), "--output-dir", str(out))
+                    *fewshot, "--data-dir", str(data_dir), "--runs-dir", str(out))
     assert result.exit_code == 2 and f"{shots or 5} few-shot examples asked for, but its train split holds " \
         f"{len(train_rows)}" in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
@@ -466,7 +466,7 @@ def test_a_resumed_sampled_mt_bench_run_equals_an_uninterrupted_one(data_dir, tm
     out = tmp_path / "runs"
     result = invoke("run", "--method", "speculative", "-O", "temperature=1", "-O", "draft=ngram", "--task", "mt_bench",
                     "--model", "tiny-random", "--max-new-tokens", "6", "--data-dir", str(data_dir),
-                    "--output-dir", str(out))
+                    "--runs-dir", str(out))
     assert result.exit_code == 0, result.output
     whole = run_dir_of(out)
     keep = ("method", "doc_id", "turn", "order", "seed", "output_sha1", "output")
@@ -483,7 +483,7 @@ def test_a_resumed_sampled_mt_bench_run_equals_an_uninterrupted_one(data_dir, tm
         (cut / "run.json").write_bytes((whole / "run.json").read_bytes())
         lines = (whole / "samples.jsonl").read_text().splitlines()[:k]
         (cut / "samples.jsonl").write_text("".join(line + "\n" for line in lines))
-        result = invoke("run", "--resume", "run", "--output-dir", str(cut.parent))
+        result = invoke("run", "--resume", "run", "--runs-dir", str(cut.parent))
         assert result.exit_code == 0 and "resuming" in result.output, result.output
         assert rows(cut) == expected, k
 

@@ -141,7 +141,7 @@ def row_problem(row: dict) -> str | None:
 
 def check_writable_dir(path: str | Path, flag: str) -> None:
     """A clear error now, before any work, when `path` cannot become a folder to write in: a file on the
-    way (`--output-dir somefile/sub`) or a folder without write permission."""
+    way (`--runs-dir somefile/sub`) or a folder without write permission."""
     p = Path(path).expanduser().absolute()
     while not p.exists() and p != p.parent:
         p = p.parent

@@ -7,7 +7,6 @@ The four benchmarks are lm-eval tasks shipped in harness/evaluation/lm_tasks (se
 """
 from __future__ import annotations
 
-import difflib
 import json
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from tqdm.auto import tqdm
 
 from harness import HarnessError
 from harness.engine.records import jsonl_lines
+from harness.evaluation.names import check_task
 from harness.engine.session import Request
 
 
@@ -178,17 +178,8 @@ TASKS = {
 
 
 def get_task(name: str | None, prompts_file: str | None = None) -> Task:
-    if prompts_file and name:
-        raise HarnessError("give either --task or --prompts, not both")
-    if prompts_file:
-        return PromptsFile(prompts_file)
-    if not name:
-        raise HarnessError(f"no task: pass --task ({', '.join(TASKS)}) or --prompts FILE.jsonl")
-    if name not in TASKS:
-        close = difflib.get_close_matches(name, list(TASKS), n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise HarnessError(f"unknown task {name!r}{hint} (available: {', '.join(TASKS)}, or --prompts FILE.jsonl)")
-    return TASKS[name]()
+    check_task(name, prompts_file)
+    return PromptsFile(prompts_file) if prompts_file else TASKS[name]()
 
 
 def prompts_for(task: str, split: str, data_dir: str | None, chat: bool, limit: int | None) -> list[tuple[str, str]]:

@@ -1,10 +1,10 @@
 """`harness bench`: every method × task on one loaded model (one `harness run` folder per pair), then the report.
 
     cfg = BenchConfig(tasks=("gsm8k",), methods=parse_methods(["jacobi,speculative:draft=ngram,k=4"]), limit=20)
-    bench(cfg)      # results/runs/<run_id>/ per (task, method), then results/leaderboard.csv, report.md, plots/
+    bench(cfg)      # results/runs/<run_id>/ per (task, method), then results/local/leaderboard.csv, report.md, plots/
 With batch_sizes=(1, 2, 4, 8) every (task, method) runs once per batch size, each against batched AR at that size,
 and the report adds a plot of speedup against batch size (docs/batching.md).
-Rerunning the same command resumes: a run folder in --output-dir made with the same settings on the same
+Rerunning the same command resumes: a run folder in --runs-dir made with the same settings on the same
 hardware is reused when finished and resumed when interrupted, so only missing work is done.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import HarnessError
+from harness import LOCAL_DIR, RUNS_DIR, HarnessError
 from harness.engine.models import local_sha256
 from harness.engine.records import MANIFEST, SUMMARY, check_writable_dir, read_manifest
 from harness.engine.session import RunConfig
@@ -25,6 +25,7 @@ from methods.base import OptionError
 from methods.specs import MethodSpec, parse_specs, spec_text
 
 JUDGED = "mt_bench"  # the one task --judge-url / --judge-model apply to
+FLAGS = {"output_dir": "--runs-dir"}  # settings whose option is not named after them
 
 
 def parse_methods(values: list[str] | tuple[str, ...]) -> tuple[MethodSpec, ...]:
@@ -74,8 +75,8 @@ class BenchConfig:
     max_new_tokens: int | None = None
     seed: int = 0
     data_dir: str | None = None
-    output_dir: str = "results/runs"
-    out: str = "results"
+    output_dir: str = RUNS_DIR
+    out: str = LOCAL_DIR  # the report; the committed one in results/ is `make results`'s
     chat_template: bool = True
     num_fewshot: int | None = None
     judge_url: str | None = None
@@ -113,7 +114,7 @@ class BenchConfig:
         for f in ("device", "dtype", "device_map", "limit", "max_new_tokens", "seed", "data_dir", "output_dir", "out",
                   "num_fewshot", "judge_url", "judge_model", "engine"):
             if getattr(self, f) != getattr(defaults, f):
-                args += ["--" + f.replace("_", "-"), str(getattr(self, f))]
+                args += [FLAGS.get(f, "--" + f.replace("_", "-")), str(getattr(self, f))]
         args += [a for task, n in self.limits for a in ("--limit", f"{task}={n}")]
         if self.batch_sizes != (1,):
             args += ["--batch-sizes", ",".join(map(str, self.batch_sizes))]
@@ -208,7 +209,7 @@ def check(cfg: BenchConfig) -> dict[str, int | None]:
         t = get_task(task)
         t.load(configs[task])
         counts[task] = t.count()
-    check_writable_dir(cfg.output_dir, "--output-dir")
+    check_writable_dir(cfg.output_dir, "--runs-dir")
     check_writable_dir(cfg.out, "--out")
     return counts
 

@@ -3,7 +3,7 @@ one token, on this hardware. A parallel method whose forwards are w tokens wide 
 more than t(w)/t(1) tokens per step (`break_even_tokens_per_step`).
 
     table = measure(lm.model, context=256, widths=(1, 2, 4, 8, 16, 32), repeats=20)   # a DataFrame
-    harness profile --model smollm2-135m     # writes results/profile/<hardware>--<model>.{csv,json,png}
+    harness profile --model smollm2-135m     # writes results/local/profile/<hardware>--<model>.{csv,json,png}
     harness profile --engines eager,compiled # both engines side by side (compiling takes minutes per width)
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from harness import HarnessError
+from harness import LOCAL_DIR, HarnessError
 from harness.text import positive_ints
 from harness.engine.generate import sync
 
@@ -40,7 +40,7 @@ class ProfileConfig:
     dtype: str = "auto"
     repeats: int = 20  # timed forwards per width
     warmup: int = 3  # untimed forwards per width first
-    out: str = "results/profile"
+    out: str = LOCAL_DIR + "/profile"  # the committed reference's profile (results/profile) is `make results`'s
     seed: int = 0
     engines: tuple[str, ...] = ("eager",)  # methods.engine kinds, measured in turn on the same model
 
@@ -131,6 +131,28 @@ def run_profile(cfg: ProfileConfig, progress=None) -> tuple[pd.DataFrame, dict, 
     write_atomic(paths["json"], json.dumps(conditions, indent=2, default=str) + "\n")
     write_atomic(paths["png"], plot(table, conditions))
     return table, conditions, paths
+
+
+def profile_for(folder: str | Path, label: str, model: str) -> Path | None:
+    """The CSV in `folder` that `harness profile` wrote for `model` on the hardware labelled `label` (read from each
+    profile's .json, never from file dates or names); None when this hardware has none there."""
+    for meta in sorted(Path(folder).glob("*.json")):
+        try:
+            cond = json.loads(meta.read_text())
+            found = cond["hardware"]["label"] == label and cond["model"] == model
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a profile's conditions file
+        if found and meta.with_suffix(".csv").is_file():
+            return meta.with_suffix(".csv")
+    return None
+
+
+def profile_label(csv: str | Path) -> str | None:
+    """The hardware label a profile CSV was measured on (from the .json beside it), or None when unknown."""
+    try:
+        return json.loads(Path(csv).with_suffix(".json").read_text())["hardware"]["label"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def plot(table: pd.DataFrame, conditions: dict) -> bytes:

@@ -23,7 +23,7 @@ from harness.engine.session import RunConfig, Session
 from harness.orchestration.autoblock import resolve as resolve_auto_block
 from harness.evaluation.sandbox import isolation_report, require_isolation
 from harness.evaluation.tasks import get_task
-from methods import available_methods, get_method
+from methods import OptionError, available_methods, get_method
 
 log = logging.getLogger(__name__)
 SPEEDUP_DEFINITION = ("(sum method new_tokens / sum method wall_time_s) / (sum ar new_tokens / sum ar wall_time_s) "
@@ -92,8 +92,11 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print, lm: LoadedModel |
 
     Under a launcher (accelerate launch, torchrun) every process runs this: each runs its share of the
     requests into its own part file, then rank 0 merges them, scores and summarizes (harness.engine.parallel)."""
-    # 1. Cheap checks first: method, task and its data, before the model loads.
-    get_method(cfg.method)
+    # 1. Cheap checks first: method and its options, task and its data, before the model loads.
+    try:
+        get_method(cfg.method).parse_options(cfg.options)
+    except OptionError as e:
+        raise HarnessError(f"method {cfg.method}: {e}") from None
     if cfg.require_sandbox:
         require_isolation()
     proc = start(cfg.device)
@@ -102,7 +105,7 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print, lm: LoadedModel |
     task.load(cfg)
     cfg = check_batch_size(cfg, task, proc, echo if proc.main else (lambda *a, **k: None))
     out_dir = Path(cfg.output_dir)
-    check_writable_dir(out_dir, "--output-dir")
+    check_writable_dir(out_dir, "--runs-dir")
     run_id = resume or proc.share(new_run_id())
     run_dir = out_dir / run_id
     if resume and not (run_dir / MANIFEST).exists():

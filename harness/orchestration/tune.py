@@ -1,13 +1,14 @@
 """`harness tune`: each parallel method's size settings chosen for the machine at hand, from `harness profile`'s
 forward costs and the tokens per step each setting commits on pilot questions. Reproducible, not hand-picked.
 
-    harness tune --engine compiled --limit 5 --out results/tuning.json   # then: harness bench --tuned results/tuning.json
+    harness tune --engine compiled --profile results/local/profile  # then: harness bench --tuned results/local/tuning.json
 A step of a method that runs one target forward of w tokens and commits tokens_per_step tokens is expected to run
 tokens_per_step / (t(w) / t(1)) times as fast as AR (AR: one token per one-token forward). For every candidate of the
 grid below, tokens/step is counted (untimed: greedy decoding is deterministic, so the count does not depend on the
 engine or the clock) on the first --limit GSM8K *train* questions, never on the test questions a sweep reports; t(w)/t(1)
-is measured on --engine after 200 cached tokens, or read from a `harness profile` CSV of this machine (--profile:
-no compiling here; a width between two measured ones is interpolated linearly). The best candidate per method is
+is measured on --engine after 200 cached tokens, or read from a `harness profile` CSV of this machine (--profile: a CSV,
+or a folder of profiles, where the one measured on this hardware is used; no compiling here; a width between two
+measured ones is interpolated linearly). The best candidate per method is
 written with the whole table.
 Only methods whose step is one target forward are tuned this way: a drafter's own forwards (layer-skip, draft models)
 are outside this cost model, so those keep their defaults.
@@ -23,13 +24,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from harness import HarnessError
+from harness import LOCAL_DIR, HarnessError
 from harness.evaluation.tasks import prompts_for
 from harness.engine.generate import Stopper, generate
-from harness.engine.models import load_model
+from harness.engine.models import load_model, resolve_device
 from harness.engine.records import check_writable_dir, hardware, make_dir, write_json_atomic
 from harness.engine.session import build_decoder, encode, eos_ids
-from harness.orchestration.profile import measure
+from harness.orchestration.profile import measure, profile_for, profile_label
 from methods.specs import format_options
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ GRID: tuple[tuple[str, dict[str, str]], ...] = (
 
 @dataclass(frozen=True)
 class TuneConfig:
-    out: str = "results/tuning.json"
+    out: str = LOCAL_DIR + "/tuning.json"  # the committed results/tuning.json is `make results`'s
     model: str = "smollm2-135m"
     engine: str = "eager"
     limit: int = 5
@@ -71,6 +72,29 @@ def profile_costs(path: str, engine: str) -> dict[int, float]:
     return known
 
 
+def choose_profile(path: str, label: str, model: str, echo=print) -> str:
+    """--profile as a CSV: a folder of profiles gives the one measured for `model` on this hardware (`label`), never
+    the newest; a CSV measured on other hardware is used as asked, with a warning."""
+    if Path(path).is_dir():
+        found = profile_for(path, label, model)
+        if found is None:
+            raise HarnessError(f"--profile {path}: no profile of {model} on this hardware ({label}); measure one: "
+                               f"harness profile --model {model} --engines eager,compiled --out {path}")
+        return str(found)
+    measured = profile_label(path)
+    if measured is not None and measured != label:
+        echo(f"warning: --profile {path} was measured on {measured}, not on this hardware ({label})")
+    return path
+
+
+def tuning_hardware(path: str) -> str | None:
+    """The hardware label a tuning file was made on (None when it does not say)."""
+    try:
+        return json.loads(Path(path).read_text())["hardware"]["label"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def interpolate_costs(known: dict[int, float], widths, path: str = "the profile") -> dict[int, float]:
     """Costs at `widths`, linear between the nearest measured widths; outside the measured span it is a HarnessError
     (extrapolating a cost curve would decide on a guess)."""
@@ -87,7 +111,9 @@ def tune(cfg: TuneConfig, echo=print) -> dict:
         raise HarnessError(f"--limit must be at least 1 (got {cfg.limit})")
     out = Path(cfg.out)
     check_writable_dir(out.parent, "--out")
-    known = profile_costs(cfg.profile, cfg.engine) if cfg.profile else None
+    label = hardware(resolve_device(cfg.device))["label"]
+    profile = choose_profile(cfg.profile, label, cfg.model, echo) if cfg.profile else None
+    known = profile_costs(profile, cfg.engine) if profile else None
     lm = load_model(cfg.model, cfg.device)
     prompts = [torch.tensor([encode(lm, [{"role": "user", "content": text}], lm.chat)], device=lm.device)
                for _, text in prompts_for("gsm8k", "train", cfg.data_dir, lm.chat, cfg.limit)]
@@ -103,7 +129,7 @@ def tune(cfg: TuneConfig, echo=print) -> dict:
                      "tokens_per_step": tokens / steps})
     widths = sorted({r["width"] for r in rows})
     if known is not None:
-        cost = interpolate_costs(known, widths, cfg.profile)
+        cost = interpolate_costs(known, widths, profile)
     else:
         echo(f"measuring forward costs on the {cfg.engine} engine")
         costs = measure(lm.model, CONTEXT, widths=widths, repeats=10, engines=(cfg.engine,))
@@ -118,7 +144,7 @@ def tune(cfg: TuneConfig, echo=print) -> dict:
             best[r["method"]] = r
     result = {"model": cfg.model, "engine": cfg.engine, "hardware": hardware(lm.device), "pilot": {
         "task": "gsm8k", "split": "train", "limit": cfg.limit, "max_new_tokens": cfg.max_new_tokens},
-        "context": CONTEXT, "costs_from": cfg.profile or "measured", "candidates": rows,
+        "context": CONTEXT, "costs_from": profile or "measured", "candidates": rows,
         "tuned": [f"{m}:{r['options']}" for m, r in best.items()]}
     make_dir(out.parent)
     write_json_atomic(out, result)
