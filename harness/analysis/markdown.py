@@ -15,6 +15,7 @@ import pandas as pd
 from harness.text import text_table
 
 from harness.analysis.leaderboard import SETTINGS, labels
+from harness.analysis.reference import differences, engine_label, reference_note
 from methods.specs import format_options
 from harness.analysis.summary import MIN_DOCS
 from harness.engine.generate import REPEAT_RUN
@@ -91,7 +92,7 @@ def render(runs, board: pd.DataFrame, figures: dict, out: Path, command: str = "
              + (f" by `{command}`" if command else "") + "; the numbers are in `leaderboard.csv`.", "",
              DEFINITIONS, "", "At a glance: `headline.md` (method × task matrix, and the CLLM paper's figures beside ours).", ""]
     for (model, hardware), group in board.groupby(["model", "hardware"], sort=False):
-        lines += [f"## {model} on {hardware}", ""]
+        lines += [f"## {model} on {hardware} (engine: {engines(group)})", "", *note_lines(group)]
         for task, rows in group.groupby("task", sort=False):
             metric = next((m for m in rows["metric"] if isinstance(m, str)), None)
             lines += [f"### {task}" + (f" (accuracy: `{metric}`)" if metric else " (speed only)"), "", *table(rows), ""]
@@ -163,5 +164,18 @@ def format_board(board: pd.DataFrame) -> str:
     lines = []
     for (model, hardware), group in board.groupby(["model", "hardware"], sort=False):
         rows = [[get(r) for _, get in cols] for _, r in group.iterrows()]
-        lines += [f"{model} on {hardware}", text_table([name for name, _ in cols], rows)]
+        lines += [f"{model} on {hardware} (engine: {engines(group)})", text_table([name for name, _ in cols], rows)]
+        lines += [line for line in note_lines(group) if line]
     return "\n".join(lines)
+
+
+def engines(rows: pd.DataFrame) -> str:
+    """The engines that made these rows' numbers, with their cache: `compiled (static KV cache)`."""
+    return ", ".join(engine_label(e) for e in dict.fromkeys(rows["engine"].astype(str)))
+
+
+def note_lines(rows: pd.DataFrame) -> list[str]:
+    """[the note, ""] where these rows' settings differ from the committed sweep's; [] where none does."""
+    diffs = [d for _, r in rows.iterrows() for d in differences(r.to_dict())]
+    note = reference_note({"these rows": diffs})
+    return [note, ""] if note else []
