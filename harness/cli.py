@@ -667,5 +667,31 @@ def study(checkpoints, model, out, **kwargs):
     click.echo(f"wrote {out}/study.csv, study.md, study.png")
 
 
+@main.group()
+def data():
+    """Benchmark data: check a local copy (README.md#data)."""
+
+
+@data.command("check")
+@click.argument("data_dir", type=click.Path(file_okay=False))
+@click.option("--task", "tasks", multiple=True, help="Check only this task's files (gsm8k, humaneval, mt_bench, spider, "
+              "spec_bench); repeatable. Default: every file.")
+def data_check(data_dir, tasks):
+    """One line per file against the checksums this project ships: OK, MISSING or MISMATCH; exit 1 on any problem.
+
+    Example: harness data check ../shared/data --task gsm8k"""
+    from pathlib import Path
+
+    from harness.evaluation.data_check import check
+
+    rows = check(Path(data_dir).expanduser(), tuple(tasks))
+    for state, name in rows:
+        click.echo(f"{state:<9}{name}")
+    bad = sum(state != "OK" for state, _ in rows)
+    click.echo(f"{len(rows) - bad} of {len(rows)} files OK" + (f"; {bad} missing or different" if bad else ""))
+    if bad:
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # python -m harness.cli (runs this checkout's code, not an installed copy)
     main()

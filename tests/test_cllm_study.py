@@ -174,3 +174,20 @@ def test_study_measures_each_checkpoint_and_the_base_on_the_same_questions(traje
     assert len(list((tmp_path / "study" / "measure").iterdir())) == 4  # the old weights' rows stay on record
     with pytest.raises(HarnessError, match="not a CLLM checkpoint"):
         study(StudyConfig(checkpoints=("tiny-random",), out_dir=str(tmp_path / "x"), base="other"), **quiet)
+
+
+def test_study_plot_gives_each_checkpoint_off_the_line_its_own_legend_label():
+    from harness.cllm.study import plot
+
+    def row(checkpoint, samples, epochs, schedule, tps):
+        return {"checkpoint": checkpoint, "block_size": 4, "samples": samples, "epochs": epochs, "schedule": schedule,
+                "tokens_per_step": tps, "d1": tps / 4, "break_even": 1.3}
+    table = pd.DataFrame([row("base", 0, 0.0, "", 1.1), row("ck/scaling/n128", 128, 1.0, "constant", 1.4),
+                          row("ck/b4-cosine-1024", 1090, 0.939, "cosine", 1.95),  # same recipe columns as the next:
+                          row("ck/b4-cosine-1024-ar20", 1090, 0.939, "cosine", 1.62),  # only the name tells them apart
+                          row("a/n512", 512, 2.0, "cosine", 1.7), row("b/n512", 512, 2.0, "cosine", 1.8)])
+    labels = plot(table).axes[0].get_legend_handles_labels()[1]
+    assert len(labels) == len(set(labels))
+    off_line = [x for x in labels if x.startswith("block 4: ")]
+    assert off_line == ["block 4: b4-cosine-1024 (cosine, 0.939 epochs)", "block 4: b4-cosine-1024-ar20 (cosine, 0.939 epochs)",
+                        "block 4: a/n512 (cosine, 2 epochs)", "block 4: b/n512 (cosine, 2 epochs)"]

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import matplotlib.image
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -371,11 +372,47 @@ def test_plots_per_model_and_the_step_distribution(tmp_path):
     board = leaderboard(small, n_boot=10).assign(label=lambda b: labels(b))
     fig = plots.step_tokens(board, small.samples, "m", "hw", plots.colours(board["label"]))
     (line,) = fig.axes[0].lines
-    assert np.allclose(np.nan_to_num(line.get_ydata()[:4]), [60, 20, 20, 0])
+    assert np.allclose(line.get_ydata(), [60, 20, 20])  # bins up to the widest step seen, no empty ones after
+    assert fig.axes[0].get_xlim() == (0.5, 3.5) and "last bin" not in fig.axes[0].get_xlabel()
     assert "m on hw" in fig._suptitle.get_text()
     # rows without per-step counts: per-request means, and the title says so
     fig = plots.step_tokens(board, small.samples.assign(step_tokens=None), "m", "hw", plots.colours(board["label"]))
     assert "per-request means" in fig._suptitle.get_text()
+
+
+def test_plots_draw_break_even_name_metrics_in_words_and_leave_out_tasks_without_accuracy():
+    from harness.analysis import plots
+
+    runs = synthetic_runs()
+    board = leaderboard(runs, n_boot=20)
+    board.loc[board["task"] == "humaneval", "accuracy"] = np.nan  # as MT-bench without a judge
+    board.loc[board["task"] == "gsm8k", "metric"] = "exact_match,flexible-extract"
+    board = board.assign(label=labels(board))
+    colour = plots.colours(board["label"])
+
+    fig = plots.accuracy_vs_speedup(board, "m", "2-core CPU", colour)
+    (ax,) = fig.axes  # one panel: the task with an accuracy
+    assert ax.get_title() == "gsm8k" and ax.get_ylabel().startswith("GSM8K accuracy (exact match)")
+    assert "no accuracy: humaneval" in fig._suptitle.get_text()
+
+    fig = plots.speedup_vs_tokens_per_step(board, "m", "2-core CPU", colour)
+    ax = fig.axes[0]
+    rays = [line for line in ax.lines if line.get_linestyle() == ":"]
+    assert len(rays) == len(plots.BREAK_EVEN)
+    for ray, c in zip(rays, plots.BREAK_EVEN):  # speedup = tokens/step ÷ c
+        assert np.allclose(ray.get_ydata(), ray.get_xdata() / c)
+    points = board[board["method"] != "ar"]
+    assert ax.get_ylim()[1] >= points["speedup"].max() and ax.get_xlim()[1] >= points["tokens_per_step"].max()
+    assert "break-even" in plots.speedup_matrix(board, "m", "2-core CPU").axes[0].get_xlabel()
+    plt.close("all")
+
+
+def test_metric_names_are_words():
+    from harness.analysis.plots import metric_name
+
+    assert metric_name("pass@1,none") == "HumanEval pass@1 (unit tests pass)"
+    assert metric_name("bleu,none", "wmt") == "wmt bleu" and metric_name("f1,strict-match") == "f1 (strict match)"
+    assert metric_name(None) == "no metric"
 
 
 def test_concurrent_writers_never_leave_a_torn_csv(tmp_path):

@@ -490,10 +490,12 @@ def test_a_resumed_sampled_mt_bench_run_equals_an_uninterrupted_one(data_dir, tm
 
 def test_no_data_dir_and_no_hub_says_how_to_provide_data(tmp_path, monkeypatch):
     monkeypatch.setattr(common, "hub_online", lambda *a, **k: False)
-    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    for key in ("HARNESS_DATA_DIR", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(key, raising=False)
     for task in ("gsm8k", "mt_bench", "spider"):
         result = invoke("run", "--method", "jacobi", "--task", task, "--model", "tiny-random")
         assert result.exit_code == 2 and "--data-dir" in result.output and "HARNESS_DATA_DIR" in result.output
+        assert len(result.output.strip().splitlines()) == 1 and "README.md#data" in result.output
 
 
 def test_tasks_listing_shows_metric_size_and_data(data_dir):

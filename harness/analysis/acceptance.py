@@ -5,7 +5,7 @@
 distribution, the bonus token counted). `kind` "position": for methods that draft, the acceptance rate at draft
 position k: of the steps whose first k-1 drafted tokens were accepted (and that drafted at least k), the share that
 accepted the k-th too. Both from the per-step lists the harness records (`step_tokens`, `step_drafted`,
-`step_accepted`), positions up to the longest acceptance seen; definitions: docs/measurement.md#acceptance.
+`step_accepted`), positions up to the longest acceptance seen; definitions: docs/measurement.md#acceptance-in-full.
 """
 from __future__ import annotations
 

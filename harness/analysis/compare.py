@@ -12,7 +12,8 @@ import pandas as pd
 
 from harness import HarnessError
 from harness.engine.records import MANIFEST, read_manifest
-from harness.analysis.leaderboard import leaderboard, load_runs
+from harness.analysis.leaderboard import leaderboard, load_runs, settings
+from harness.analysis.reference import differences, engine_label, reference_note
 from harness.analysis.summary import BASELINE
 
 QUANTITIES = (("n", "d"), ("n_errors", "d"), ("tokens_per_step", ".3f"), ("tokens_per_s", ".2f"),
@@ -53,10 +54,12 @@ def compare(a: Path, b: Path, warn=None) -> str:
     info = [read_manifest(p / MANIFEST) for p in (a, b)]
     runs = [load_runs([p], warn) for p in (a, b)]
     boards = [leaderboard(r, n_boot=0, warn=warn).set_index("method") for r in runs]
-    lines = [f"A: {a}  ({info[0]['method']['name']} on {info[0]['task']['name']}, {info[0]['model']['name']}, "
-             f"{info[0]['hardware']['label']})",
-             f"B: {b}  ({info[1]['method']['name']} on {info[1]['task']['name']}, {info[1]['model']['name']}, "
-             f"{info[1]['hardware']['label']})"]
+    sets = [settings(i) for i in info]
+    lines = [f"{who}: {path}  ({i['method']['name']} on {i['task']['name']}, {i['model']['name']}, "
+             f"{i['hardware']['label']}, engine {engine_label(s['engine'])})"
+             for who, path, i, s in zip("AB", (a, b), info, sets)]
+    note = reference_note({"A": differences(sets[0]), "B": differences(sets[1])})
+    lines += [note] if note else []
     diffs = differing_conditions(info[0], info[1])
     if any(k.startswith(("model.name", "hardware.label", "task.name")) for k, _, _ in diffs):
         lines.append("note: the runs differ in model, task or hardware; their speeds are not paired")

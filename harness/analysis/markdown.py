@@ -15,6 +15,7 @@ import pandas as pd
 from harness.text import text_table
 
 from harness.analysis.leaderboard import SETTINGS, labels
+from harness.analysis.reference import differences, engine_label, reference_note
 from methods.specs import format_options
 from harness.analysis.summary import MIN_DOCS
 from harness.engine.generate import REPEAT_RUN
@@ -23,9 +24,11 @@ from harness.text import PHRASE_TIMES, PHRASE_WORDS
 log = logging.getLogger(__name__)
 PROFILE_COLUMNS = ["engine", "width", "ms_median", "ms_p10", "ms_p90", "break_even_tokens_per_step"]  # harness profile's CSV
 
-CAPTIONS = {"speedup_matrix": "Speedup vs AR, method × task (green faster, red slower; bold: interval clear of 1×)",
+CAPTIONS = {"speedup_matrix": "Speedup vs AR, method × task (green faster, red slower; bold: interval clear of 1×); a "
+                              "method beats AR only where its tokens/step exceed its forward's break-even t(w)/t(1)",
             "speedup": "Speedup vs AR per task (throughput ratio), 95% bootstrap intervals over documents",
-            "speedup_vs_tokens_per_step": "Speedup vs tokens committed per step",
+            "speedup_vs_tokens_per_step": "Speedup vs tokens committed per step, with the break-even rays "
+                                          "speedup = tokens/step ÷ t(w)/t(1)",
             "accuracy_vs_speedup": "Accuracy vs speedup",
             "step_tokens": "Distribution of tokens committed per step",
             "acceptance_by_position": "Acceptance rate at each draft position",
@@ -121,7 +124,7 @@ def render(runs, board: pd.DataFrame, figures: dict, out: Path, command: str = "
              + (f" by `{command}`" if command else "") + "; the numbers are in `leaderboard.csv`.", "",
              DEFINITIONS, "", "At a glance: `headline.md` (method × task matrix, and the CLLM paper's figures beside ours).", ""]
     for (model, hardware), group in board.groupby(["model", "hardware"], sort=False):
-        lines += [f"## {model} on {hardware}", ""]
+        lines += [f"## {model} on {hardware} (engine: {engines(group)})", "", *note_lines(group)]
         for task, rows in group.groupby("task", sort=False):
             metric = next((m for m in rows["metric"] if isinstance(m, str)), None)
             main, per_turn = rows[turn[rows.index] == "all"], rows[turn[rows.index] != "all"]
@@ -215,5 +218,18 @@ def format_board(board: pd.DataFrame) -> str:
     lines = []
     for (model, hardware), group in board.groupby(["model", "hardware"], sort=False):
         rows = [[get(r) for _, get in cols] for _, r in group.iterrows()]
-        lines += [f"{model} on {hardware}", text_table([name for name, _ in cols], rows)]
+        lines += [f"{model} on {hardware} (engine: {engines(group)})", text_table([name for name, _ in cols], rows)]
+        lines += [line for line in note_lines(group) if line]
     return "\n".join(lines)
+
+
+def engines(rows: pd.DataFrame) -> str:
+    """The engines that made these rows' numbers, with their cache: `compiled (static KV cache)`."""
+    return ", ".join(engine_label(e) for e in dict.fromkeys(rows["engine"].astype(str)))
+
+
+def note_lines(rows: pd.DataFrame) -> list[str]:
+    """[the note, ""] where these rows' settings differ from the committed sweep's; [] where none does."""
+    diffs = [d for _, r in rows.iterrows() for d in differences(r.to_dict())]
+    note = reference_note({"these rows": diffs})
+    return [note, ""] if note else []

@@ -28,6 +28,24 @@ from harness.analysis.summary import BASELINE, MIN_DOCS  # noqa: E402
 KINDS = ("speedup_matrix", "speedup", "speedup_vs_tokens_per_step", "accuracy_vs_speedup", "step_tokens", "speedup_vs_batch_size")
 MARKERS = "osD^vP*Xh<>"
 MAX_STEP_TOKENS = 16  # the distribution's last bin holds this many tokens or more
+BREAK_EVEN = (1.0, 1.5, 2.0, 3.0)  # t(w)/t(1): the cost of a method's forward in one-token forwards
+METRIC_NAMES = {"exact_match,flexible-extract": "GSM8K accuracy (exact match)",
+                "exact_match,strict-match": "GSM8K accuracy (exact match, strict format)",
+                "pass@1,none": "HumanEval pass@1 (unit tests pass)",
+                "exec_acc,none": "Spider execution accuracy",
+                "exact_string_match,none": "Spider exact SQL match",
+                "judge_score,none": "MT-bench judge score (1-10)"}
+
+
+def metric_name(metric: str | None, task: str = "") -> str:
+    """An lm-eval key ("exact_match,flexible-extract") in words, for an axis."""
+    if not metric:
+        return "no metric"
+    if metric in METRIC_NAMES:
+        return METRIC_NAMES[metric]
+    name, _, flt = metric.partition(",")
+    words = f"{task} {name.replace('_', ' ')}".strip()
+    return words if flt in ("", "none") else f"{words} ({flt.replace('-', ' ')})"
 
 
 def slug(text: str) -> str:
@@ -99,6 +117,8 @@ def speedup_matrix(board: pd.DataFrame, model: str, hardware: str):
     ax.set_xticks(np.arange(len(tasks)), tasks)
     ax.set_yticks(np.arange(len(names)), names, fontsize=8)
     ax.tick_params(top=True, bottom=False, labeltop=True, labelbottom=False)
+    ax.set_xlabel("a method beats AR only where its tokens/step exceed its forward's break-even t(w)/t(1)\n"
+                  "(w: tokens per forward; t(w)/t(1) from `harness profile`, the report's forward-cost table)", fontsize=8)
     _title(ax, "Speedup vs AR (green: faster, red: slower; bold: the whole 95% interval above 1×)", model, hardware)
     fig.tight_layout()
     return fig
@@ -116,6 +136,7 @@ def speedup_vs_tokens_per_step(board: pd.DataFrame, model: str, hardware: str, c
                        marker=MARKERS[tasks.index(p["task"]) % len(MARKERS)], edgecolors="white", linewidths=0.5,
                        zorder=3)
     ax.axhline(1.0, color="0.5", linestyle="--", linewidth=1)
+    break_even_lines(ax)
     handles = [plt.Line2D([], [], color=colour.get(n), marker="o", linestyle="", label=n)
                for n in dict.fromkeys(rows["label"])]
     if len(tasks) > 1:  # the marker tells the task (text beside each point overlapped where methods cluster)
@@ -124,34 +145,58 @@ def speedup_vs_tokens_per_step(board: pd.DataFrame, model: str, hardware: str, c
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_xlabel("tokens committed per step (tokens / target forward)")
     ax.set_ylabel("speedup vs AR (×), 95% interval")
-    _title(ax, "Speedup vs tokens per step" + ("" if len(tasks) > 1 else f" on {tasks[0]}") + " (dashed: AR speed)",
+    _title(ax, "Speedup vs tokens per step" + ("" if len(tasks) > 1 else f" on {tasks[0]}") + " (dashed: AR speed;\n"
+           "dotted: speedup = tokens/step ÷ c, a method whose forward costs c one-token forwards; c = t(w)/t(1))",
            model, hardware)
     return fig
 
 
+def break_even_lines(ax) -> None:
+    """The break-even family: a method committing x tokens per step with forwards that cost c one-token forwards
+    runs at x / c of AR's speed (c = t(w)/t(1) from `harness profile`), so it beats AR only where x > c. Each c
+    is a dotted ray through the origin, named where it leaves the plot."""
+    ax.autoscale(False)  # the data's limits, whatever the rays span
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    x0, x1 = min(x0, 0.9), max(x1, 1.1)
+    ax.set_xlim(x0, x1)
+    xs = np.linspace(x0, x1, 50)
+    for c in BREAK_EVEN:
+        ax.plot(xs, xs / c, color="0.6", linestyle=":", linewidth=1, zorder=1)
+        x_end = min(x1, y1 * c)  # where the ray leaves the plot: its right edge or its top
+        if x0 < x_end and y0 < x_end / c:
+            ax.annotate(f"c = {c:g}", (x_end, x_end / c), xytext=(-2, -2), textcoords="offset points", ha="right",
+                        va="top", fontsize=7, color="0.35", zorder=4,
+                        bbox=dict(facecolor="white", edgecolor="none", alpha=0.7, pad=0.5))
+
+
 def accuracy_vs_speedup(board: pd.DataFrame, model: str, hardware: str, colour: dict):
-    tasks = list(dict.fromkeys(board["task"]))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks) + 0.6, 4.4), squeeze=False)
+    """One panel per task that has an accuracy (MT-bench without a judge has none and gets no panel)."""
+    scored_tasks = board[board["accuracy"].notna() & board["speedup"].notna()]["task"]
+    tasks = list(dict.fromkeys(scored_tasks))
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(4.2 * max(1, len(tasks)) + 0.6, 4.4), squeeze=False)
+    if not tasks:
+        axes[0][0].set_axis_off()
+        axes[0][0].text(0.5, 0.5, "no task has an accuracy\n(speed only, or MT-bench without a judge)", ha="center",
+                        va="center", transform=axes[0][0].transAxes, fontsize=10, color="0.4")
     for ax, task in zip(axes[0], tasks):
-        rows = board[(board["task"] == task) & board["speedup"].notna()]
-        metric = next((m for m in rows["metric"] if isinstance(m, str)), None)
-        scored = rows[rows["accuracy"].notna()]
-        if scored.empty:
-            ax.text(0.5, 0.5, "no accuracy\n(speed only, or no judge)", ha="center", va="center",
-                    transform=ax.transAxes, fontsize=9, color="0.4")
+        scored = board[(board["task"] == task) & board["speedup"].notna() & board["accuracy"].notna()]
+        metric = next((m for m in scored["metric"] if isinstance(m, str)), None)
         for _, p in scored.iterrows():
             ax.errorbar(p["speedup"], p["accuracy"], xerr=_err(p), color=colour.get(p["label"]), alpha=0.5, linewidth=1)
             ax.scatter(p["speedup"], p["accuracy"], color=colour.get(p["label"]), s=50, label=p["label"], zorder=3)
-        fraction = not scored.empty and scored["accuracy"].max() <= 1
+        fraction = scored["accuracy"].max() <= 1
         if fraction:
             ax.set_ylim(-0.03, 1.03)
         ax.axvline(1.0, color="0.5", linestyle="--", linewidth=1)
         ax.set_title(task, fontsize=10)
         ax.set_xlabel("speedup vs AR (×), 95% interval")
-        ax.set_ylabel(f"{metric or 'no metric'} ({'fraction' if fraction else 'score'})")
-        if not scored.empty:
-            ax.legend(fontsize=7, loc="best")
-    _title(fig, "Accuracy vs speedup (dashed: AR speed)", model, hardware)
+        ax.set_ylabel(metric_name(metric, task) + (", share" if fraction else ""))
+    legend = {label: h for ax in axes[0] for h, label in zip(*ax.get_legend_handles_labels())}
+    if legend:  # one legend for every panel, beside them: inside, it hid the points
+        fig.legend(legend.values(), legend.keys(), fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    left_out = [t for t in dict.fromkeys(board["task"]) if t not in tasks]
+    _title(fig, "Accuracy vs speedup (dashed: AR speed)" + (f"; no accuracy: {', '.join(left_out)}" if left_out else ""),
+           model, hardware)
     fig.tight_layout()
     return fig
 
@@ -162,6 +207,7 @@ def step_tokens(board: pd.DataFrame, samples: pd.DataFrame, model: str, hardware
     tasks = list(dict.fromkeys(board["task"]))
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks) + 0.6, 6.6), squeeze=False)
     per_step = samples["step_tokens"].map(lambda v: isinstance(v, list) and len(v) > 0).any()
+    top = 2  # the widest bin any panel needs (at most MAX_STEP_TOKENS): no run of empty bins at the right
     for ax, task in zip(axes[0], tasks):
         for _, b in board[(board["task"] == task) & (board["method"] != BASELINE)].iterrows():
             rows = rows_of(samples, b)
@@ -170,26 +216,28 @@ def step_tokens(board: pd.DataFrame, samples: pd.DataFrame, model: str, hardware
                                                  if isinstance(v, list)] or [np.zeros(0, int)]), 1, MAX_STEP_TOKENS)
                 if counts.size == 0:
                     continue
-                share = np.bincount(counts, minlength=MAX_STEP_TOKENS + 1)[1:] / counts.size
+                share = np.bincount(counts)[1:] / counts.size
                 share[share == 0] = np.nan  # not drawn on the log scale
-                ax.plot(np.arange(1, MAX_STEP_TOKENS + 1), 100 * share, marker="o", markersize=3,
+                top = max(top, len(share))
+                ax.plot(np.arange(1, len(share) + 1), 100 * share, marker="o", markersize=3,
                         color=colour.get(b["label"]), label=f"{b['label']} (mean {b['tokens_per_step']:.2f})")
             else:
                 values = (rows["new_tokens"].astype(float) / rows["steps"].astype(float)).dropna()
                 ax.hist(values, bins=20, histtype="step", color=colour.get(b["label"]), label=b["label"])
         ax.set_title(task, fontsize=10)
-        if per_step:
-            ax.set_xlabel(f"tokens committed in one step (last bin: {MAX_STEP_TOKENS}+)")
-            ax.set_ylabel("share of steps (%, log scale)")
-            ax.set_yscale("log")
-            ax.set_xlim(0.5, MAX_STEP_TOKENS + 0.5)
-            ax.set_xticks(range(1, MAX_STEP_TOKENS + 1, 1 if MAX_STEP_TOKENS <= 16 else 2))
-            ax.set_ylim(top=150)
-        else:
+        if not per_step:
             ax.set_xlabel("tokens per step, per-request mean")
             ax.set_ylabel("requests")
         if ax.get_legend_handles_labels()[0]:  # below its panel: the long tails run under any legend inside it
             ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
+    for ax in axes[0] if per_step else ():  # one x range for every panel: the data's, so panels compare
+        last = f" (last bin: {MAX_STEP_TOKENS}+)" if top == MAX_STEP_TOKENS else ""
+        ax.set_xlabel(f"tokens committed in one step{last}")
+        ax.set_ylabel("share of steps (%, log scale)")
+        ax.set_yscale("log")
+        ax.set_xlim(0.5, top + 0.5)
+        ax.set_xticks(range(1, top + 1))
+        ax.set_ylim(top=150)
     what = ("Tokens committed per step (AR: always 1)" if per_step else
             "Tokens per step: per-request means (the rows carry no per-step counts)")
     _title(fig, what, model, hardware)

@@ -167,6 +167,13 @@ def markdown(table: pd.DataFrame, cfg: StudyConfig) -> str:
     return head + "\n\n" + "\n".join(lines) + "\n"
 
 
+def point_names(checkpoints) -> dict[str, str]:
+    """Each checkpoint's folder name, or its whole path where two share a folder name: one legend label each."""
+    short = {c: Path(str(c)).name or str(c) for c in checkpoints}
+    counts = pd.Series(list(short.values())).value_counts()
+    return {c: name if counts[name] == 1 else str(c) for c, name in short.items()}
+
+
 def plot(table: pd.DataFrame):
     import matplotlib.pyplot as plt  # harness.analysis.plots has chosen the Agg backend
 
@@ -181,10 +188,12 @@ def plot(table: pd.DataFrame):
         h = g[on_line].sort_values("samples")
         left.plot([where[s] for s in h["samples"]], h["tokens_per_step"], "o-", color=color, label=f"block {n}")
         right.plot([where[s] for s in h["samples"]], h["d1"], "o-", color=color, label=f"block {n}")
-        for marker, ((schedule, epochs), more) in zip(cycle("sD^v<>"), g[~on_line].groupby(["schedule", "epochs"])):
-            left.plot([where[s] for s in more["samples"]], more["tokens_per_step"], marker, color=color, mfc="none",
-                      ms=9, label=f"block {n}, {schedule}, {epochs:g} epochs")
-            right.plot([where[s] for s in more["samples"]], more["d1"], marker, color=color, mfc="none", ms=9)
+        off = g[~on_line]
+        names = point_names(off["checkpoint"])
+        for marker, (_, r) in zip(cycle("sD^v<>"), off.iterrows()):  # one marker and label per checkpoint
+            left.plot([where[r["samples"]]], [r["tokens_per_step"]], marker, color=color, mfc="none", ms=9,
+                      label=f"block {n}: {names[r['checkpoint']]} ({r['schedule']}, {r['epochs']:g} epochs)")
+            right.plot([where[r["samples"]]], [r["d1"]], marker, color=color, mfc="none", ms=9)
         if "break_even" in g and g["break_even"].notna().any():
             left.axhline(float(g["break_even"].iloc[0]), color=color, ls="--", lw=1,
                          label=f"break-even, block {n}")

@@ -231,7 +231,7 @@ def _resolve(spec: str) -> tuple[str, str]:
     if spec in SHIPPED:
         if not (SHIPPED[spec] / "cllm.json").exists():
             raise HarnessError(f"the shipped CLLM checkpoint {SHIPPED[spec]} is missing; train one with "
-                               "`make cllm-checkpoint` (see README: CLLM) or pass -O checkpoint=DIR")
+                               "`make cllm-checkpoint` (docs/cllm.md) or pass -O checkpoint=DIR")
         return "cllm", str(SHIPPED[spec])
     path = Path(spec).expanduser()
     if path.is_dir() and (path / "cllm.json").exists() and (path / "adapter_config.json").exists():

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 from harness import HarnessError
+from harness.analysis.leaderboard import settings
+from harness.analysis.reference import differences, engine_label, reference_note
 from harness.analysis.summary import BASELINE, format_table, summarize
 from harness.engine.models import LoadedModel, load_model
 from harness.engine.parallel import Process, start
@@ -160,6 +162,11 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print, lm: LoadedModel |
         task.score(session, run_dir)
     summary = write_summary(run_dir, info, task)
     echo(format_table(summary["methods"]))
+    run_settings = settings(info)
+    echo(f"engine: {engine_label(run_settings['engine'])}")
+    note = reference_note({"this run": differences(run_settings)})
+    if note:
+        echo(note)
     for warning in summary.get("warnings", []):
         echo(f"warning: {warning}")
     echo(f"run folder: {run_dir}")

@@ -1,21 +1,46 @@
 """Data loading shared by the shipped lm-eval tasks: local files from a data directory, else the hub.
 
     docs = read_jsonl(path)                  # HarnessError naming file:line on a malformed line
-    source = locate(data_dir, "gsm8k/test.jsonl", task="gsm8k", hub="openai/gsm8k")
-The data directory is laid out as ../shared/data (gsm8k/, mt_bench/, spider/); see the README.
+    data = load_hub("gsm8k")                 # HUB["gsm8k"] at its pinned revision, as lm-eval loads it
+The data directory is laid out as ../shared/data (gsm8k/, mt_bench/, spider/); see README.md#data.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness import HarnessError
 from harness.engine import records
 
 log = logging.getLogger(__name__)
-LAYOUT_HINT = "pass --data-dir DIR (or set HARNESS_DATA_DIR) laid out as gsm8k/, mt_bench/, spider/ (see README: Data)"
+LAYOUT_HINT = ("pass --data-dir DIR (or set HARNESS_DATA_DIR) laid out as gsm8k/, mt_bench/, spider/ "
+               "(README.md#data; `harness data check DIR` verifies a copy)")
+
+
+@dataclass(frozen=True)
+class HubDataset:
+    """A task's dataset on the Hugging Face hub, loaded as `datasets.load_dataset(path, name, split=split,
+    revision=revision)`: a commit, so that every machine reads the same rows."""
+    path: str
+    name: str | None
+    revision: str
+    split: str | None = None
+
+
+# The revisions: this project was written offline, so they could not be read from the hub here. Both are the
+# commits that other public projects pin for these datasets (openai/gsm8k "main at the check date"); lm-eval's own
+# gsm8k.yaml names openai/gsm8k (config main) without a revision. If the hub no longer serves one, the load fails
+# with the error below and the local copy (--data-dir) is the way round it.
+HUB = {
+    "gsm8k": HubDataset("openai/gsm8k", "main", "740312add88f781978c0658806c59bc2815b9866"),
+    "mt_bench": HubDataset("HuggingFaceH4/mt_bench_prompts", None, "e3a795c5e9a82ee40611c416b8a7786c73198991",
+                           split="train"),
+}
+OFFLINE_VALUES = {"1", "ON", "YES", "TRUE"}
 
 
 def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[dict]:
@@ -62,25 +87,42 @@ def local_file(data_dir: str | None, relative: str, task: str) -> Path | None:
     return path
 
 
-def hub_online(host: str = "huggingface.co", timeout_s: float = 3.0) -> bool:
+def hub_online(timeout_s: float = 3.0) -> bool:
+    """Whether the hub's endpoint (huggingface_hub's, HF_ENDPOINT) answers within `timeout_s`."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
     try:
-        socket.create_connection((host, 443), timeout=timeout_s).close()
+        socket.create_connection((url.hostname, url.port or (80 if url.scheme == "http" else 443)),
+                                 timeout=timeout_s).close()
         return True
-    except OSError:
+    except (OSError, TypeError):
         return False
 
 
-def load_hub(task: str, path: str, name: str | None = None, split: str | None = None):
-    """A split from the Hugging Face hub, or a clear error that says how to supply the data offline."""
-    if not hub_online():
+def cache_only() -> bool:
+    """HF_HUB_OFFLINE or HF_DATASETS_OFFLINE is set: read the Hugging Face cache, never the network."""
+    return any(os.environ.get(k, "").upper() in OFFLINE_VALUES for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def load_hub(task: str):
+    """HUB[task] at its pinned revision (from the local Hugging Face cache when HF_HUB_OFFLINE is set), or one
+    line that says how to supply the data without the hub."""
+    src = HUB[task]
+    cached = cache_only()
+    if not cached and not hub_online():
         raise HarnessError(f"task {task}: no data directory given and the hub is unreachable; {LAYOUT_HINT}")
     import datasets
 
     try:
-        return datasets.load_dataset(path, name, split=split)
-    except Exception as e:  # network, auth, renamed dataset: the user needs the same advice
-        raise HarnessError(f"task {task}: could not load {path} from the hub ({type(e).__name__}: {e}); "
-                           f"{LAYOUT_HINT}") from None
+        return datasets.load_dataset(src.path, src.name, split=src.split, revision=src.revision)
+    except Exception as e:  # network, auth, renamed dataset, not in the cache: the user needs the same advice
+        where = "the Hugging Face cache (HF_HUB_OFFLINE is set)" if cached else "the hub"
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        raise HarnessError(f"task {task}: could not load {src.path} at revision {src.revision[:12]} from {where} "
+                           f"({type(e).__name__}: {reason}); {LAYOUT_HINT}") from None
 
 
 def dataset_dict(splits: dict[str, list[dict]]):

@@ -1,5 +1,5 @@
 """MT-bench for the lm-eval task: DATA_DIR/mt_bench/question.jsonl (+ reference_answer/gpt-4.jsonl and
-judge_prompts.jsonl for grading), else the hub's HuggingFaceH4/mt_bench_prompts. The model answers both
+judge_prompts.jsonl for grading), else the hub's HuggingFaceH4/mt_bench_prompts (pinned in common.HUB). The model answers both
 turns (harness.evaluation.lm_eval_model runs the conversation); with a judge each turn gets FastChat's 1-10 grade."""
 import json
 import math
@@ -28,8 +28,8 @@ def load(data_dir=None, judge_url=None, judge_model=None, **_):
     else:
         if judge_url:
             raise HarnessError("MT-bench grading needs FastChat's judge_prompts.jsonl: pass --data-dir DIR holding "
-                               "mt_bench/judge_prompts.jsonl (see README: Data)")
-        hub = load_hub("mt_bench", "HuggingFaceH4/mt_bench_prompts", split="train")
+                               "mt_bench/judge_prompts.jsonl (README.md#data)")
+        hub = load_hub("mt_bench")
         rows = [{"question_id": int(d["prompt_id"]), "category": d["category"], "turns": list(d["prompt"]),
                  "reference": [r for r in (d.get("reference") or []) if r]} for d in hub]
     for r in rows:

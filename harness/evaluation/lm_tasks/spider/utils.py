@@ -5,7 +5,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from harness import HarnessError
-from harness.evaluation.lm_tasks.common import dataset_dict, read_json_list
+from harness.evaluation.lm_tasks.common import LAYOUT_HINT, dataset_dict, read_json_list
 from harness.evaluation.spider_sql import extract_sql, load_tables, schema_prompt, score
 
 TIMEOUT_S = 5.0
@@ -14,12 +14,13 @@ FIELDS = ("db_id", "question", "query")
 
 def _root(data_dir) -> Path:
     if not data_dir:
-        raise HarnessError("task spider needs the Spider databases, which the hub copy lacks: pass --data-dir DIR "
-                           "(or set HARNESS_DATA_DIR) holding spider/dev.json, spider/tables.json, spider/database/")
+        raise HarnessError("task spider needs the Spider databases, which no hub copy holds: pass --data-dir DIR "
+                           "(or set HARNESS_DATA_DIR) holding spider/dev.json, spider/tables.json, spider/database/ "
+                           "from the Spider release (yale-lily.github.io/spider; README.md#data)")
     root = Path(data_dir).expanduser() / "spider"
     for rel in ("dev.json", "tables.json", "database"):
         if not (root / rel).exists():
-            raise HarnessError(f"task spider needs {root / rel}, which is missing; see README: Data")
+            raise HarnessError(f"task spider needs {root / rel}, which is missing; {LAYOUT_HINT}")
     return root
 
 
