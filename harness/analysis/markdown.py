@@ -24,7 +24,7 @@ from harness.text import PHRASE_TIMES, PHRASE_WORDS
 log = logging.getLogger(__name__)
 PROFILE_COLUMNS = ["engine", "width", "ms_median", "ms_p10", "ms_p90", "break_even_tokens_per_step"]  # harness profile's CSV
 
-CAPTIONS = {"speedup_matrix": "Speedup vs AR, method × task (green faster, red slower; bold: interval clear of 1×); a "
+CAPTIONS = {"speedup_matrix": "Speedup vs AR, method × task (green faster, red slower; bold: the whole interval above 1×); a "
                               "method beats AR only where its tokens/step exceed its forward's break-even t(w)/t(1)",
             "speedup": "Speedup vs AR per task (throughput ratio), 95% bootstrap intervals over documents",
             "speedup_vs_tokens_per_step": "Speedup vs tokens committed per step, with the break-even rays "
