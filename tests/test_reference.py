@@ -37,11 +37,11 @@ def test_compare_names_each_runs_engine_and_which_run_differs_from_the_sweep(tmp
     _, rows, scores = RUN1
     write_run(tmp_path, configured("r1", "eager", 128), rows, scores)
     write_run(tmp_path, configured("r2", "compiled", 256), rows, scores)
-    out = invoke("compare", "r1", "r2", "--output-dir", str(tmp_path)).output.splitlines()
+    out = invoke("compare", "r1", "r2", "--runs-dir", str(tmp_path)).output.splitlines()
     assert out[0].endswith("engine eager (dynamic KV cache))") and out[1].endswith("engine compiled (static KV cache))")
     assert out[2].startswith("note: the committed results") and out[2].endswith(
         "A: engine eager (dynamic KV cache), max new tokens 128")
-    same = invoke("compare", "r2", "r2", "--output-dir", str(tmp_path)).output
+    same = invoke("compare", "r2", "r2", "--runs-dir", str(tmp_path)).output
     assert "note: the committed results" not in same
 
 
@@ -60,7 +60,7 @@ def test_a_run_prints_its_engine_and_how_it_differs_from_the_sweep(tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"prompt {i}: abc abc"}) + "\n" for i in range(2)))
     result = invoke("run", "--method", "jacobi", "--model", "tiny-random", "--prompts", str(prompts),
-                    "--max-new-tokens", "8", "--output-dir", str(tmp_path / "runs"))
+                    "--max-new-tokens", "8", "--runs-dir", str(tmp_path / "runs"))
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     at = lines.index("engine: eager (dynamic KV cache)")
