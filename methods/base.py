@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -17,10 +17,25 @@ from methods.engine import Engine
 from methods.registry import suggestion
 from methods.specs import OptionError  # noqa: F401  (re-exported: decoders raise it)
 
-# Loads a second model (a CLLM checkpoint, a draft model) from a spec (alias, hub id, directory, .gguf)
-# onto the device and dtype of the model given as `like`. The harness passes one in; decoders never
-# import the harness.
-ModelLoader = Callable[[str, torch.nn.Module], torch.nn.Module]
+class ModelLoader(Protocol):
+    """Loads a second model (a CLLM checkpoint, a draft model) from a spec (alias, hub id, directory, .gguf) onto the
+    device and dtype of the model given as `like`, and reads a trained checkpoint's card (its recipe and
+    measurements; None for a model without one). The harness passes one in; decoders never import the harness."""
+
+    def __call__(self, spec: str, like: torch.nn.Module) -> torch.nn.Module: ...
+
+    def card(self, spec: str) -> dict | None: ...
+
+
+@dataclass(frozen=True)
+class AutoContext:
+    """What a method may consult to resolve its `auto` options before a run (Decoder.resolve_auto): `cost(widths)`
+    gives {w: t(w)/t(1)}, the cost of a w-token forward in one-token forwards on the run's model and engine (measured
+    when asked), `card(spec)` a checkpoint's card, and `say` reports progress."""
+
+    cost: Callable[[Sequence[int]], dict[int, float]]
+    card: Callable[[str], dict | None]
+    say: Callable[[str], None] = lambda message: None
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,22 @@ class Decoder:
         self.options = options if options is not None else self.Options()
         self.loader = loader
         self.engine = engine if engine is not None else Engine(model)  # eager unless the harness passes another
+
+    @classmethod
+    def tuning_space(cls) -> tuple[dict[str, str], ...]:
+        """The option sets `harness tune` tries: each one's tokens/step on pilot questions over the cost of its widest
+        forward. Empty: not tuned (nothing to size, or a step that is more than one target forward)."""
+        return ()
+
+    @classmethod
+    def resolve_auto(cls, options: dict[str, str], ctx: AutoContext) -> tuple[dict[str, str], dict | None]:
+        """`options` with every `auto` value replaced by a choice made from `ctx` (forward costs, checkpoint cards),
+        and what the choice was made from (recorded in run.json); (options, None) where nothing is `auto`."""
+        return options, None
+
+    def card(self, spec: str) -> dict | None:
+        """A checkpoint's card through the loader (None without a loader that reads cards)."""
+        return self.loader.card(spec) if self.loader is not None and hasattr(self.loader, "card") else None
 
     def widths(self) -> tuple[int, ...]:
         """The widths of the forwards `decode` runs after the prefill (a compiled engine builds one graph for

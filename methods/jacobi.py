@@ -45,6 +45,10 @@ class Jacobi(Decoder):
     Options = JacobiOptions
 
     @classmethod
+    def tuning_space(cls):
+        return tuple({"block_size": str(n)} for n in (1, 3, 7, 15))  # forwards of 2 to 16 tokens
+
+    @classmethod
     def forward_widths(cls, options):
         n = options.block_size  # an int; CLLM's may still be "checkpoint" or "auto" (known once the checkpoint loads)
         return (int(n) + 1,) if str(n).isdigit() else ()  # a short last block is padded to it

@@ -94,6 +94,11 @@ class Lookahead(Decoder):
         return allowed.to(device), offsets.to(device)
 
     @classmethod
+    def tuning_space(cls):
+        # the window with as many guesses, and the n-gram size: forwards of ~3 to ~17 tokens
+        return tuple({"window": str(w), "ngram": str(n), "guess_set": str(w)} for w in (2, 4, 6) for n in (2, 3))
+
+    @classmethod
     def forward_widths(cls, options):
         """The tree forward's width: W·(N−1) with nothing pending and no candidates, up to N pending tokens
         plus G candidates of N−1 tokens."""

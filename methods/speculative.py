@@ -50,6 +50,11 @@ class Speculative(Decoder):
             raise ValueError(f"draft={self.options.draft}: {e}") from None
 
     @classmethod
+    def tuning_space(cls):
+        # the n-gram drafter's draft length only: a drafter with forwards of its own is outside the one-forward cost model
+        return tuple({"draft": "ngram", "k": str(k)} for k in (1, 2, 3, 5, 7))
+
+    @classmethod
     def forward_widths(cls, options):
         # 1: a drafter that found nothing (n-gram lookup) verifies no draft; adaptive k pads to powers of two
         k = options.k

@@ -328,14 +328,14 @@ def test_cllm_decodes_at_the_trained_block_size_and_auto_picks_from_costs(tiny, 
     assert result.exit_code == 0, result.output
     (run_dir,) = (tmp_path / "runs").iterdir()
     info = json.loads((run_dir / "run.json").read_text())
-    auto = info["auto_block_size"]
+    auto = info["auto"]
     assert auto["block_size"] == 3 and set(auto["cost_vs_width_1"]) == {"1", "3", "4"}  # JSON keys are strings
-    assert info["config"]["options"]["block_size"] == "3"
+    assert info["config"]["options"]["block_size"] == "3" and auto["chosen"] == {"block_size": "3"}
     assert auto["expected_speedup"]["3"] == pytest.approx(9.0 / auto["cost_vs_width_1"]["4"], rel=1e-2)
 
 
 def test_autoblock_choice_divides_tokens_per_step_by_forward_cost():
-    from harness.orchestration.autoblock import choose
+    from methods.cllm import choose_block as choose
 
     n, expected = choose({4: 1.5, 8: 2.0, 16: 2.2}, {5: 1.3, 9: 1.9, 17: 2.9})
     assert n == 4 and expected[4] == pytest.approx(1.5 / 1.3) and expected[16] == pytest.approx(2.2 / 2.9)

@@ -85,3 +85,73 @@ def test_options_are_typed_and_validated():
         cls.parse_options({"init": "zeros"})
     with pytest.raises(OptionError, match="unknown option"):
         get_method("ar").parse_options({"block_size": "4"})
+
+
+PLUGIN_AUTO = """
+    from dataclasses import dataclass
+
+    from methods.jacobi import Jacobi, JacobiOptions
+
+    @dataclass(frozen=True)
+    class SizedOptions:
+        block_size: str = "2"  # a number, or "auto": the block whose forward is cheapest here
+        init: str = "prompt"
+        seed: int = 0
+
+    class Sized(Jacobi):
+        description = "Jacobi with a block chosen for the hardware, from a plugin"
+        Options = SizedOptions
+
+        def __init__(self, model, options=None, loader=None, engine=None):
+            super().__init__(model, options, loader, engine)
+            self.options = JacobiOptions(int(self.options.block_size), self.options.init, self.options.seed)
+
+        @classmethod
+        def tuning_space(cls):
+            return ({"block_size": "1"}, {"block_size": "2"})
+
+        @classmethod
+        def resolve_auto(cls, options, ctx):
+            if options.get("block_size") != "auto":
+                return options, None
+            cost = ctx.cost([2, 3])
+            n = min((2, 3), key=lambda w: (cost[w], w)) - 1
+            ctx.say(f"sized: block {n}")
+            return {**options, "block_size": str(n)}, {"cost": {str(w): cost[w] for w in (2, 3)}}
+"""
+
+
+def test_a_plugin_method_brings_its_tuning_space_and_its_auto_option(tmp_path, monkeypatch, write_gsm8k):
+    """A method from another package is tuned and resolves `auto` with no harness edit (issue #40)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from harness.cli import main
+    from harness.orchestration.tune import TuneConfig, grid, tune
+
+    install_plugin(tmp_path / "plugin", monkeypatch, "sized", "Sized", PLUGIN_AUTO)
+    assert [o for m, o in grid() if m == "sized"] == [{"block_size": "1"}, {"block_size": "2"}]
+    data = write_gsm8k(tmp_path / "data", [{"question": "Tom has 3 apples and buys 4 more. How many?",
+                                             "answer": "#### 7"}])
+    result = tune(TuneConfig(out=str(tmp_path / "t.json"), model="tiny-random", limit=1, max_new_tokens=8,
+                             data_dir=str(data)), echo=lambda *a: None)
+    assert {r["options"] for r in result["candidates"] if r["method"] == "sized"} == {"block_size=1", "block_size=2"}
+    assert any(t.startswith("sized:block_size=") for t in result["tuned"])
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"id": "a", "prompt": "Question: 1+1?"}\n')
+    res = CliRunner().invoke(main, ["run", "--method", "sized", "-O", "block_size=auto", "--model", "tiny-random",
+                                    "--prompts", str(prompts), "--max-new-tokens", "6",
+                                    "--runs-dir", str(tmp_path / "runs")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "sized: block" in res.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    info = json.loads((run_dir / "run.json").read_text())
+    chosen = info["auto"]["chosen"]["block_size"]
+    assert chosen in ("1", "2") and info["config"]["options"]["block_size"] == chosen
+    assert set(info["auto"]["cost"]) == {"2", "3"}
+    # an option the method cannot choose is one clear line
+    res = CliRunner().invoke(main, ["run", "--method", "jacobi", "-O", "init=auto", "--model", "tiny-random",
+                                    "--prompts", str(prompts), "--runs-dir", str(tmp_path / "runs2")])
+    assert res.exit_code == 2 and "init" in res.output and len(res.output.strip().splitlines()) == 1

@@ -6,7 +6,7 @@ import json
 from click.testing import CliRunner
 
 from harness.cli import main
-from harness.orchestration.tune import GRID, TuneConfig, tune
+from harness.orchestration.tune import TuneConfig, grid, tune
 
 
 def test_tune_picks_the_best_expected_speedup_per_method_and_bench_reads_it(tmp_path, write_gsm8k):
@@ -18,7 +18,7 @@ def test_tune_picks_the_best_expected_speedup_per_method_and_bench_reads_it(tmp_
     assert json.loads(out.read_text()) == result
     rows = result["candidates"]
     assert [(r["method"], r["options"]) for r in rows] == [(m, ",".join(f"{k}={v}" for k, v in sorted(o.items())))
-                                                            for m, o in GRID]
+                                                            for m, o in grid()]
     for r in rows:
         assert r["tokens_per_step"] >= 1.0 and r["cost_vs_width_1"] > 0
         assert abs(r["expected_speedup"] - r["tokens_per_step"] / r["cost_vs_width_1"]) < 0.01

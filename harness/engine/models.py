@@ -347,18 +347,28 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto", seed: int =
                        content, device_map=placed if device_map else None)
 
 
-def model_loader(loaded: list[dict] | None = None, device_map: str | None = None):
-    """A methods.base.ModelLoader: `load(spec, like)` loads a second model (CLLM checkpoint, draft model) onto
-    `like`'s device and dtype (spread by `device_map` when given); each load's `describe()` is appended to
-    `loaded` (for the run's provenance)."""
-    def load(spec: str, like: torch.nn.Module) -> torch.nn.Module:
+class Loader:
+    """A methods.base.ModelLoader: `loader(spec, like)` loads a second model (CLLM checkpoint, draft model) onto
+    `like`'s device and dtype (spread by `device_map` when given), appending each load's `describe()` to `loaded` (for
+    the run's provenance); `loader.card(spec)` is a trained checkpoint's cllm.json (None for another model)."""
+
+    def __init__(self, loaded: list[dict] | None = None, device_map: str | None = None):
+        self.loaded, self.device_map = loaded, device_map
+
+    def __call__(self, spec: str, like: torch.nn.Module) -> torch.nn.Module:
         p = next(like.parameters())
-        device = "auto" if device_map else str(p.device)
-        lm = load_model(spec, device=device, dtype=str(p.dtype).replace("torch.", ""), device_map=device_map)
-        if loaded is not None:
-            loaded.append(lm.describe())
+        device = "auto" if self.device_map else str(p.device)
+        lm = load_model(spec, device=device, dtype=str(p.dtype).replace("torch.", ""), device_map=self.device_map)
+        if self.loaded is not None:
+            self.loaded.append(lm.describe())
         return lm.model
-    return load
+
+    def card(self, spec: str) -> dict | None:
+        return cllm_card(spec)
+
+
+def model_loader(loaded: list[dict] | None = None, device_map: str | None = None) -> Loader:
+    return Loader(loaded, device_map)
 
 
 def cllm_card(spec: str) -> dict | None:
@@ -394,6 +404,5 @@ def load_adapter(spec: str, folder: Path, device: str, dtype: str, seed: int,
     if not device_map:  # a dispatched base is merged in place, in its dtype; moving it would undo the dispatch
         model = model.to(device=base.device, dtype=base.dtype)
     model = model.eval()
-    model.config.cllm_block_size = card.get("block_size")  # what the checkpoint was trained for: CLLM decodes at it
     return LoadedModel(model, base.tokenizer, spec, "cllm", str(folder), base.device, base.dtype, base.context_length,
                        _local_content("cllm", folder), base, base.device_map)

@@ -22,7 +22,7 @@ from harness.engine.records import (MANIFEST, SAMPLES, SCORES, SUMMARY, check_wr
                                     make_dir, merge_parts, new_run_id, read_manifest, read_samples, versions,
                                     write_json_atomic)
 from harness.engine.session import RunConfig, Session
-from harness.orchestration.autoblock import resolve as resolve_auto_block
+from harness.orchestration.auto import resolve as resolve_auto, resumed
 from harness.evaluation.sandbox import isolation_report, require_isolation
 from harness.evaluation.tasks import get_task
 from methods import OptionError, available_methods, get_method
@@ -115,9 +115,8 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print, lm: LoadedModel |
     info = read_manifest(run_dir / MANIFEST) if resume else None
 
     lm = lm if lm is not None else load_model(cfg.model, proc.device, cfg.dtype, seed=cfg.seed, device_map=cfg.device_map)
-    if info and "auto_block_size" in info:  # a resumed run keeps the block it chose
-        cfg = dataclasses.replace(cfg, options={**cfg.options, "block_size": str(info["auto_block_size"]["block_size"])})
-    cfg, auto = resolve_auto_block(cfg, lm.model, echo if proc.main else lambda _: None)
+    cfg = resumed(cfg, info) if info else cfg  # a resumed run keeps the options its start chose
+    cfg, auto = resolve_auto(cfg, lm.model, echo if proc.main else lambda _: None)
     session = Session(cfg, lm, proc=proc)
 
     # 2. The run folder: conditions in run.json (rank 0), rows appended to samples.jsonl (or, in a
@@ -126,7 +125,7 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print, lm: LoadedModel |
         make_dir(run_dir, exist_ok=False)
         info = manifest(cfg, run_id, lm, task, session.decoders(None)[cfg.method][1], session.loaded, proc)
         if auto:
-            info["auto_block_size"] = auto
+            info["auto"] = auto
         write_json_atomic(run_dir / MANIFEST, info)
     elif proc.main and proc.distributed and info.get("world_size", 1) < proc.world_size:
         info.update(proc.describe())  # resumed by more processes than it was started with

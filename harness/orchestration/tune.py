@@ -3,15 +3,14 @@ forward costs and the tokens per step each setting commits on pilot questions. R
 
     harness tune --engine compiled --profile results/local/profile  # then: harness bench --tuned results/local/tuning.json
 A step of a method that runs one target forward of w tokens and commits tokens_per_step tokens is expected to run
-tokens_per_step / (t(w) / t(1)) times as fast as AR (AR: one token per one-token forward). For every candidate of the
-grid below, tokens/step is counted (untimed: greedy decoding is deterministic, so the count does not depend on the
-engine or the clock) on the first --limit GSM8K *train* questions, never on the test questions a sweep reports; t(w)/t(1)
-is measured on --engine after 200 cached tokens, or read from a `harness profile` CSV of this machine (--profile: a CSV,
-or a folder of profiles, where the one measured on this hardware is used; no compiling here; a width between two
-measured ones is interpolated linearly). The best candidate per method is
-written with the whole table.
-Only methods whose step is one target forward are tuned this way: a drafter's own forwards (layer-skip, draft models)
-are outside this cost model, so those keep their defaults.
+tokens_per_step / (t(w) / t(1)) times as fast as AR (AR: one token per one-token forward). For every candidate of
+the methods' tuning spaces (`grid`: each method declares its own), tokens/step is counted (untimed: greedy decoding
+is deterministic, so the count does not depend on the engine or the clock) on the first --limit GSM8K *train*
+questions, never on the test questions a sweep reports; t(w)/t(1) is measured on --engine after 200 cached tokens,
+or read from a `harness profile` CSV of this machine (--profile: a CSV, or a folder of profiles, where the one
+measured on this hardware is used; no compiling here; a width between two measured ones is interpolated linearly).
+The best candidate per method is written with the whole table. A method whose step is more than one target forward
+(a drafter with forwards of its own) is outside this cost model and declares no tuning space.
 """
 from __future__ import annotations
 
@@ -35,13 +34,12 @@ from methods.specs import format_options
 
 log = logging.getLogger(__name__)
 CONTEXT = 200
-# (method, options) candidates: Jacobi's block, lookahead's window (with as many guesses) and n-gram size, the
-# n-gram drafter's draft length. Widths from 2 to ~17 tokens: the span `harness profile` measures.
-GRID: tuple[tuple[str, dict[str, str]], ...] = (
-    *(("jacobi", {"block_size": str(n)}) for n in (1, 3, 7, 15)),
-    *(("lookahead", {"window": str(w), "ngram": str(n), "guess_set": str(w)}) for w in (2, 4, 6) for n in (2, 3)),
-    *(("speculative", {"draft": "ngram", "k": str(k)}) for k in (1, 2, 3, 5, 7)),
-)
+def grid() -> tuple[tuple[str, dict[str, str]], ...]:
+    """(method, options) candidates: every installed method's own tuning space (Decoder.tuning_space: Jacobi's block,
+    lookahead's window and n-gram size, the n-gram drafter's draft length, a plug-in's), in registry order."""
+    from methods import available_methods, get_method
+
+    return tuple((name, dict(options)) for name in available_methods() for options in get_method(name).tuning_space())
 
 
 @dataclass(frozen=True)
@@ -119,7 +117,7 @@ def tune(cfg: TuneConfig, echo=print) -> dict:
                for _, text in prompts_for("gsm8k", "train", cfg.data_dir, lm.chat, cfg.limit)]
     stopper = Stopper(eos_ids(lm), (), lm.tokenizer)
     rows = []
-    for name, options in tqdm(GRID, desc="tune", unit="setting"):
+    for name, options in tqdm(grid(), desc="tune", unit="setting"):
         decoder, _ = build_decoder(name, options, lm.model)  # eager: counts only
         tokens = steps = 0
         for ids in prompts:
