@@ -57,8 +57,8 @@ def check_batch_size(cfg: RunConfig, task, proc: Process, echo=print) -> RunConf
     if proc.distributed:
         raise HarnessError("--batch-size > 1 does not combine with a data-parallel launch (docs/batching.md); "
                            "launch one process")
-    if cfg.task == "mt_bench":
-        raise HarnessError("--batch-size > 1 runs single-turn tasks only; run mt_bench with --batch-size 1")
+    if getattr(task, "multi_turn", False):
+        raise HarnessError(f"--batch-size > 1 runs single-turn tasks only; run {task.name} with --batch-size 1")
     n = task.count()
     if n is not None and cfg.batch_size > n:
         echo(f"note: --batch-size {cfg.batch_size} is larger than the {n} requests of this run; using {n}")
