@@ -15,7 +15,7 @@ from pathlib import Path
 from harness import HarnessError
 from harness.analysis.leaderboard import settings
 from harness.analysis.reference import differences, engine_label, reference_note
-from harness.analysis.summary import BASELINE, format_table, summarize
+from harness.analysis.summary import BASELINE, format_categories, format_table, summarize
 from harness.engine.models import LoadedModel, load_model
 from harness.engine.parallel import Process, start
 from harness.engine.records import (MANIFEST, SAMPLES, SCORES, SUMMARY, check_writable_dir, git_commit, hardware,
@@ -162,6 +162,11 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print, lm: LoadedModel |
         task.score(session, run_dir)
     summary = write_summary(run_dir, info, task)
     echo(format_table(summary["methods"]))
+    by_category = format_categories(summary["methods"])
+    if by_category:
+        echo("per category (speedup: ours, the ratio of throughputs; spec-bench: its mean of per-sample tok/s, "
+             "docs/measurement.md#spec-bench-figures):")
+        echo(by_category)
     run_settings = settings(info)
     echo(f"engine: {engine_label(run_settings['engine'])}")
     note = reference_note({"this run": differences(run_settings)})
