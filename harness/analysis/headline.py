@@ -2,7 +2,9 @@
 
     text = render_headline(board, profiles)   # profiles: {(model, hardware): (conditions, table) or None}
 Per model and hardware: a method × task matrix of speedups with their 95% intervals, then per task a compact
-table (speedup, tokens/step, accuracy, Δ accuracy, lossless, length), then the reproduction table. Pure tables.
+table (speedup, tokens/step, accuracy, Δ accuracy, lossless, length), for a task with categories (spec_bench)
+Spec-Bench's published leaderboard beside ours (harness.analysis.specbench_tables), then the reproduction table.
+Pure tables.
 """
 from __future__ import annotations
 

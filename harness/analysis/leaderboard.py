@@ -6,8 +6,10 @@
                                               # engine, batch_size)
     write_report(runs, board, Path("results"), command="harness report results/runs")
 Each method's rows are paired with the AR rows of the same run (timed back to back); `speedup` is the
-ratio of throughputs (harness.analysis.summary), with 95% bootstrap intervals over documents. AR rows pool only
-runs with identical settings. Definitions: docs/measurement.md.
+ratio of throughputs (harness.analysis.summary), with 95% bootstrap intervals over documents, and Spec-Bench's own
+figures beside it (harness.analysis.specbench). AR rows pool only runs with identical settings. A conversation task
+adds a row per turn, a task whose rows carry a category (spec_bench) one per category. Definitions:
+docs/measurement.md.
 """
 from __future__ import annotations
 
