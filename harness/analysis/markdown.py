@@ -213,8 +213,9 @@ def profile_markdown(found) -> list[str]:
 
 
 def format_board(board: pd.DataFrame) -> str:
-    """The leaderboard as a plain-text table for the terminal."""
-    board = board.assign(label=labels(board))
+    """The leaderboard as a plain-text table for the terminal (per-turn and per-category rows marked as such)."""
+    category = board["category"] if "category" in board else pd.Series("all", index=board.index)
+    board = board.assign(label=_label(board).where(category == "all", _label(board) + " [" + category.astype(str) + "]"))
     cols = [("task", lambda r: str(r["task"])), ("method", lambda r: str(r["label"])), ("n", lambda r: str(r["n"])),
             ("tok/step", lambda r: fmt(r["tokens_per_step"], ".2f")), ("tok/s", lambda r: fmt(r["tokens_per_s"], ".1f")),
             ("speedup [95% CI]", lambda r: interval(r, "speedup")), ("length", lambda r: fmt(r["length_ratio"], ".2f")),
