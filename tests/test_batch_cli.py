@@ -17,6 +17,7 @@ from harness.analysis.leaderboard import KEY, settings
 from harness.cli import main
 from harness.engine.parallel import Process
 from harness.engine.session import RunConfig
+from harness.evaluation.tasks import get_task
 from harness.orchestration.run import check_batch_size
 from tests.test_cli import only_run, rows_of, run_args, write_prompts
 
@@ -55,8 +56,9 @@ def test_batched_runs_refuse_what_they_cannot_batch():
     cfg = RunConfig(method="jacobi", prompts="p.jsonl", batch_size=4)
     with pytest.raises(HarnessError, match="does not combine with a data-parallel launch"):
         check_batch_size(cfg, Five(), Process(rank=0, world_size=2))
-    with pytest.raises(HarnessError, match="single-turn tasks only"):
-        check_batch_size(RunConfig(method="jacobi", task="mt_bench", batch_size=2), Five(), Process())
+    for name in ("mt_bench", "spec_bench:rag"):  # conversation tasks (spec_bench's every question runs as one)
+        with pytest.raises(HarnessError, match=f"single-turn tasks only; run {name} with --batch-size 1"):
+            check_batch_size(RunConfig(method="jacobi", task=name, batch_size=2), get_task(name), Process())
     notes = []
     assert check_batch_size(RunConfig(method="jacobi", prompts="p", batch_size=9), Five(), Process(),
                             notes.append).batch_size == 5 and "using 5" in notes[0]

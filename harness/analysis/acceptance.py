@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.analysis.leaderboard import SETTINGS
+from harness.analysis.leaderboard import SETTINGS, whole
 
 KEY = ["model", "hardware", "task", "method", "options", *SETTINGS]
 
@@ -50,9 +50,9 @@ def by_position(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def acceptance(board: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
-    """Both distributions for every leaderboard row over all turns, from the samples of the row's runs."""
+    """Both distributions for every leaderboard row over all turns and categories, from the samples of its runs."""
     parts = []
-    rows = board[board["turn"] == "all"] if "turn" in board else board
+    rows = board[whole(board)]
     ok = samples[samples["error"].isna()]
     for _, b in rows.iterrows():
         mine = ok[ok["run_id"].isin(str(b["run_id"]).split(";")) & (ok["method"] == b["method"])]

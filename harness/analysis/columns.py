@@ -12,6 +12,7 @@ COLUMNS: dict[str, str] = {
     "method": "the decoding method (`ar` is the baseline)",
     "options": "the method's options, `key=value` joined by spaces",
     "turn": "`all`, or the turn a row of a multi-turn task covers (`1`, `2`: per-turn rows)",
+    "category": "`all`, or the category a row covers, for a task whose rows carry one (spec_bench: per-category rows)",
     "n": "successful rows (requests; per turn in a conversation) over the row's runs",
     "n_errors": "rows that ended in an error",
     "n_runs": "runs pooled in the row (replicates of one cell; for `ar`, every run of the same settings)",
@@ -50,6 +51,13 @@ COLUMNS: dict[str, str] = {
     "speedup_quality": f"per-answer speedup × accuracy weight ([quality-weighted speedup]({M}#quality-weighted-speedup))",
     "speedup_quality_lo": "lower end of its 95% interval",
     "speedup_quality_hi": "upper end of its 95% interval",
+    "specbench_speedup": "Spec-Bench's speedup: mean of the method's per-sample tok/s ÷ AR's over the pairs (a "
+                         f"document's turns summed), the mean over runs ([Spec-Bench's figures]({M}#spec-bench-figures))",
+    "specbench_speedup_sd": "standard deviation of `specbench_speedup` over the row's runs (ddof 1; empty with one run)",
+    "specbench_tokens_per_s": "the method's per-sample tok/s, mean over the pairs' documents (mean over runs)",
+    "specbench_ar_tokens_per_s": "AR's per-sample tok/s over the same documents (mean over runs)",
+    "specbench_mean_accepted": "Spec-Bench's #mean accepted tokens: mean over all steps of the tokens each committed "
+                               "(equals `tokens_per_step`)",
     "lossless_rate": "share of pairs whose outputs are token-identical",
     "repeat_share": "share of outputs holding one token 10+ times in a row (looping)",
     "phrase_repeat_share": "share of outputs holding one 8-word sequence 3+ times",

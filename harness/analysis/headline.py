@@ -2,14 +2,17 @@
 
     text = render_headline(board, profiles)   # profiles: {(model, hardware): (conditions, table) or None}
 Per model and hardware: a method × task matrix of speedups with their 95% intervals, then per task a compact
-table (speedup, tokens/step, accuracy, Δ accuracy, lossless, length), then the reproduction table. Pure tables.
+table (speedup, tokens/step, accuracy, Δ accuracy, lossless, length), for a task with categories (spec_bench)
+Spec-Bench's published leaderboard beside ours (harness.analysis.specbench_tables), then the reproduction table.
+Pure tables.
 """
 from __future__ import annotations
 
 import pandas as pd
 
-from harness.analysis.leaderboard import labels
+from harness.analysis.leaderboard import labels, whole
 from harness.analysis.markdown import fmt, interval
+from harness.analysis.specbench_tables import beside_published
 from harness.analysis.summary import BASELINE
 
 # The CLLM paper's speedups (Kou et al. 2024, arXiv 2403.00835; LLaMA-2-7B-sized models on one A100, batch 1),
@@ -133,7 +136,8 @@ def reproduction(board: pd.DataFrame, profile) -> list[str]:
 def render_headline(board: pd.DataFrame, profiles: dict, command: str = "", speeds: pd.DataFrame | None = None) -> str:
     turn = board["turn"] if "turn" in board else pd.Series("all", index=board.index)
     per_turn = board[turn != "all"].assign(label=lambda b: labels(board).loc[b.index] + " (turn " + b["turn"] + ")")
-    board = board[turn == "all"]
+    per_category = board[(turn == "all") & ~whole(board)].assign(label=lambda b: labels(board).loc[b.index])
+    board = board[whole(board)]
     board = board.assign(label=labels(board))
     lines = ["# Headline", "",
              "The leaderboard at a glance (every column: `report.md`; every definition: docs/measurement.md). "
@@ -165,6 +169,11 @@ def render_headline(board: pd.DataFrame, profiles: dict, command: str = "", spee
         for task, rows in group.groupby("task", sort=False):
             turns = per_turn[(per_turn["task"] == task) & (per_turn["model"] == model) & (per_turn["hardware"] == hardware)]
             lines += [f"### {task}", "", *task_table(rows), *task_table(turns)[2:], ""]
+        for task, rows in group.groupby("task", sort=False):
+            mine = per_category[(per_category["task"] == task) & (per_category["model"] == model)
+                                & (per_category["hardware"] == hardware)]
+            beside = beside_published(pd.concat([rows, mine]), model, hardware) if len(mine) else []
+            lines += [f"### Beside Spec-Bench's leaderboard ({task})", "", *beside] if beside else []
         lines += ["### Beside the CLLM paper", "",
                   "The paper measured 7B models on a GPU; we measure a 135M model on this hardware. Ours spans every "
                   "option set of the method in this leaderboard (on the task, or over all tasks for `all`).", "",

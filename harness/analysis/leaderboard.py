@@ -6,8 +6,10 @@
                                               # engine, batch_size)
     write_report(runs, board, Path("results"), command="harness report results/runs")
 Each method's rows are paired with the AR rows of the same run (timed back to back); `speedup` is the
-ratio of throughputs (harness.analysis.summary), with 95% bootstrap intervals over documents. AR rows pool only
-runs with identical settings. Definitions: docs/measurement.md.
+ratio of throughputs (harness.analysis.summary), with 95% bootstrap intervals over documents, and Spec-Bench's own
+figures beside it (harness.analysis.specbench). AR rows pool only runs with identical settings. A conversation task
+adds a row per turn, a task whose rows carry a category (spec_bench) one per category. Definitions:
+docs/measurement.md.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from methods.specs import format_options, parse_options
 from harness.engine.records import (MANIFEST, SAMPLES, SCORES, read_manifest, read_samples, row_problem,
                              write_atomic)
 from harness.analysis.columns import COLUMNS as COLUMN_DOCS
+from harness.analysis.specbench import baseline_figures, specbench_figures
 from harness.analysis.summary import (BASELINE, INTERVALS, MIN_DOCS, accuracy_stats, bootstrap_speedups, method_stats, pair,
                              timed)
 
@@ -233,25 +236,38 @@ def _describe(own: pd.DataFrame, row: dict) -> dict:
     return row
 
 
+def whole(board: pd.DataFrame) -> pd.Series:
+    """True for the rows over every turn and category (not the per-turn or per-category rows)."""
+    out = pd.Series(True, index=board.index)
+    for col in ("turn", "category"):
+        if col in board:
+            out &= board[col].fillna("all").astype(str) == "all"
+    return out
+
+
 def board_row(own: pd.DataFrame, base: pd.DataFrame, scores: pd.DataFrame, metric: str | None,
-              n_boot: int, seed: int, min_docs: int = MIN_DOCS, turn: str = "all") -> dict:
-    """One leaderboard row: the method's rows (`own`) against the AR rows of the same run(s) (`base`)."""
+              n_boot: int, seed: int, min_docs: int = MIN_DOCS, turn: str = "all", category: str = "all") -> dict:
+    """One leaderboard row: the method's rows (`own`) against the AR rows of the same run(s) (`base`); a per-category
+    row is given the scores of its category's documents only."""
     first = own.iloc[0]
     row = _describe(own, {k: first[k] for k in ("model", "task", "method", "options", "hardware", *SETTINGS)})
-    row["turn"] = turn
+    row.update(turn=turn, category=category)
     acc = _accuracy(scores, first["method"], metric) if turn == "all" else None
     row.update(metric=metric, accuracy=acc)
+    ok = own[own["error"].isna()]
     if first["method"] == BASELINE:  # the reference: 1 by definition, no interval
         one = 1.0 if row["n"] else None
         row.update(dict.fromkeys(SPEEDUPS), speedup=one, speedup_geomean=one, speedup_per_answer=one, length_ratio=one,
-                   n_paired=row["n"], n_docs=int(own.loc[own["error"].isna(), "doc_id"].nunique()), lossless_rate=one,
-                   ar_tokens_per_s=row["tokens_per_s"], accuracy_delta=0.0 if acc is not None else None)
+                   n_paired=row["n"], n_docs=int(ok["doc_id"].nunique()), lossless_rate=one,
+                   ar_tokens_per_s=row["tokens_per_s"], accuracy_delta=0.0 if acc is not None else None,
+                   **baseline_figures(ok))
         return row
     ok_base = base[base["error"].isna()]
-    pairs = pair(own[own["error"].isna()], ok_base, on=("run_id", "doc_id", "turn"))
+    pairs = pair(ok, ok_base, on=("run_id", "doc_id", "turn"))
     ratios = timed(pairs)
     accuracy = paired_accuracy(scores, first["method"], metric) if turn == "all" else None
-    row.update(n_paired=int(len(ratios)), **bootstrap_speedups(ratios, n_boot, seed, min_docs=min_docs, accuracy=accuracy))
+    row.update(n_paired=int(len(ratios)), **bootstrap_speedups(ratios, n_boot, seed, min_docs=min_docs, accuracy=accuracy),
+               **specbench_figures(ratios, ok))
     row["ar_tokens_per_s"] = run_throughput(base) if len(base) else None
     row["lossless_rate"] = float((pairs["output_sha1"] == pairs["output_sha1_ar"]).mean()) if len(pairs) else None
     acc_ar = _accuracy(scores, BASELINE, metric) if len(base) and turn == "all" else None
@@ -267,6 +283,19 @@ def turn_rows(own: pd.DataFrame, base: pd.DataFrame, scores, metric, n_boot, see
         return []
     return [board_row(own[own["turn"] == t], base[base["turn"] == t], scores, metric, n_boot, seed, min_docs,
                       turn=str(t)) for t in turns if (own["turn"] == t).any()]
+
+
+def category_rows(own: pd.DataFrame, base: pd.DataFrame, scores, metric, n_boot, seed, min_docs) -> list[dict]:
+    """Per-category rows of a task whose rows carry a category (Spec-Bench), after the row over all of them; each
+    category's accuracy over its own documents (none where its documents have no metric)."""
+    if "category" not in own or own["category"].isna().all():
+        return []
+    out = []
+    for c in dict.fromkeys(own["category"].dropna()):
+        mine = own[own["category"] == c]
+        theirs = scores[scores["doc_id"].isin(set(mine["doc_id"]))] if len(scores) else scores
+        out.append(board_row(mine, base[base["category"] == c], theirs, metric, n_boot, seed, min_docs, category=c))
+    return out
 
 
 def provenance(board: pd.DataFrame, runs: pd.DataFrame, note) -> pd.DataFrame:
@@ -314,6 +343,7 @@ def leaderboard(runs: Runs, n_boot: int = 2000, seed: int = 0, warn=None, min_do
         metric = cell["metric"].iloc[0]
         rows.append(board_row(own, base, cell_scores, metric, n_boot, seed, min_docs))
         rows += turn_rows(own, base, cell_scores, metric, n_boot, seed, min_docs)
+        rows += category_rows(own, base, cell_scores, metric, n_boot, seed, min_docs)
         own_ar.append(base[~foreign_history(mine, method)[base.index]])
     ar = pd.concat(own_ar) if own_ar else s.iloc[:0]
     ar = pd.concat([ar, s[(s["method"] == BASELINE) & s["run_id"].isin(kept.loc[kept["method"] == BASELINE, "run_id"])]])
@@ -323,14 +353,17 @@ def leaderboard(runs: Runs, n_boot: int = 2000, seed: int = 0, warn=None, min_do
         group_scores = runs.scores[runs.scores["run_id"].isin(ids)]
         rows.append(board_row(group, group, group_scores, metric, n_boot, seed))
         rows += turn_rows(group, group, group_scores, metric, n_boot, seed, min_docs)
+        rows += category_rows(group, group, group_scores, metric, n_boot, seed, min_docs)
     board = pd.DataFrame(rows, columns=COLUMNS)
     if len(board):
         board = provenance(board, runs.runs, note)
     order = board["method"].ne(BASELINE)
-    by_turn = board["turn"].ne("all")  # the row over every turn first, then the per-turn rows
-    return (board.assign(_ar=order, _turn=by_turn)
-            .sort_values(["model", "hardware", "task", "_turn", "turn", "_ar", "method", "options", *SETTINGS])
-            .drop(columns=["_ar", "_turn"]).reset_index(drop=True))
+    by_turn = board["turn"].ne("all")  # the row over every turn first, then the per-turn rows, then per category
+    by_cat = board["category"].ne("all")
+    return (board.assign(_ar=order, _turn=by_turn, _cat=by_cat)
+            .sort_values(["model", "hardware", "task", "_cat", "category", "_turn", "turn", "_ar", "method", "options",
+                          *SETTINGS])
+            .drop(columns=["_ar", "_turn", "_cat"]).reset_index(drop=True))
 
 
 def run_speeds(runs: Runs) -> pd.DataFrame:

@@ -14,7 +14,8 @@ import pandas as pd
 
 from harness.text import text_table
 
-from harness.analysis.leaderboard import SETTINGS, labels
+from harness.analysis.leaderboard import SETTINGS, labels, whole
+from harness.analysis.specbench_tables import beside_published, category_tables
 from harness.analysis.reference import differences, engine_label, reference_note
 from methods.specs import format_options
 from harness.analysis.summary import MIN_DOCS
@@ -119,6 +120,7 @@ def render(runs, board: pd.DataFrame, figures: dict, out: Path, command: str = "
     (leaderboard.run_speeds) and `acc` (acceptance.acceptance) add the runs' speeds and the acceptance tables."""
     board = board.assign(label=_label(board))
     turn = board["turn"] if "turn" in board else pd.Series("all", index=board.index)
+    category = board["category"] if "category" in board else pd.Series("all", index=board.index)
     lines = ["# Leaderboard", "",
              f"Generated {time.strftime('%Y-%m-%d %H:%M')} from {len(runs.runs)} run folders"
              + (f" by `{command}`" if command else "") + "; the numbers are in `leaderboard.csv`.", "",
@@ -127,7 +129,8 @@ def render(runs, board: pd.DataFrame, figures: dict, out: Path, command: str = "
         lines += [f"## {model} on {hardware} (engine: {engines(group)})", "", *note_lines(group)]
         for task, rows in group.groupby("task", sort=False):
             metric = next((m for m in rows["metric"] if isinstance(m, str)), None)
-            main, per_turn = rows[turn[rows.index] == "all"], rows[turn[rows.index] != "all"]
+            main, per_turn = rows[whole(rows)], rows[turn[rows.index] != "all"]
+            per_category = rows[(category[rows.index] != "all") | whole(rows)]
             lines += [f"### {task}" + (f" (accuracy: `{metric}`)" if metric else " (speed only)"), "", *table(main), ""]
             notes = interval_notes(main)
             lines += [*notes, ""] if notes else []
@@ -135,6 +138,8 @@ def render(runs, board: pd.DataFrame, figures: dict, out: Path, command: str = "
                 lines += ["Per turn, from the same runs (runs whose run.json lacks `pair_order` alternated who goes "
                           "first per turn, so the turn and the order are confounded there; docs/measurement.md#multi-turn):",
                           "", *table(per_turn), ""]
+            lines += category_tables(per_category)
+            lines += beside_published(per_category, model, hardware)
             if acc is not None:
                 lines += [*acceptance_tables(acc[acc["task"] == task], main.assign(label=labels(main))), ""]
         lines += profile_markdown(profiles[(model, hardware)] if profiles is not None
@@ -208,8 +213,9 @@ def profile_markdown(found) -> list[str]:
 
 
 def format_board(board: pd.DataFrame) -> str:
-    """The leaderboard as a plain-text table for the terminal."""
-    board = board.assign(label=_label(board))  # per-turn rows say their turn
+    """The leaderboard as a plain-text table for the terminal (per-turn and per-category rows marked as such)."""
+    category = board["category"] if "category" in board else pd.Series("all", index=board.index)
+    board = board.assign(label=_label(board).where(category == "all", _label(board) + " [" + category.astype(str) + "]"))
     cols = [("task", lambda r: str(r["task"])), ("method", lambda r: str(r["label"])), ("n", lambda r: str(r["n"])),
             ("tok/step", lambda r: fmt(r["tokens_per_step"], ".2f")), ("tok/s", lambda r: fmt(r["tokens_per_s"], ".1f")),
             ("speedup [95% CI]", lambda r: interval(r, "speedup")), ("length", lambda r: fmt(r["length_ratio"], ".2f")),

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness.engine.records import write_atomic  # noqa: E402
-from harness.analysis.leaderboard import labels  # noqa: E402
+from harness.analysis.leaderboard import labels, whole  # noqa: E402
 from harness.analysis.acceptance import by_position  # noqa: E402
 from harness.analysis.summary import BASELINE, MIN_DOCS  # noqa: E402
 
@@ -336,7 +336,7 @@ def save_png(fig, path: Path) -> Path:
 def make_plots(board: pd.DataFrame, samples: pd.DataFrame, out: Path) -> dict[tuple[str, str], dict[str, Path]]:
     """Every kind of plot for each (model, hardware) in the board, written atomically under `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    board = board[board["turn"] == "all"] if "turn" in board else board  # per-turn rows are in the tables only
+    board = board[whole(board)]  # per-turn and per-category rows are in the tables only
     board = board.assign(label=labels(board))
     colour = colours(board["label"])
     groups = list(board.groupby(["model", "hardware"], sort=False))

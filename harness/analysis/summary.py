@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.analysis.paired import FIGURES, MIN_DOCS, paired_statistics
+from harness.analysis.specbench import specbench_figures
 from harness.engine.generate import REPEAT_RUN
 from harness.text import repeats_phrase, text_table
 
@@ -86,6 +87,34 @@ def paired_stats(method: pd.DataFrame, base: pd.DataFrame) -> dict:
             "lossless_rate": float((pairs["output_sha1"] == pairs["output_sha1_ar"]).mean()) if len(pairs) else None}
 
 
+def category_stats(ok: pd.DataFrame, base: pd.DataFrame, method: str, baseline: str, scores: list[dict],
+                   metric: str | None) -> dict[str, dict]:
+    """{category: figures} for a task whose rows carry a category (Spec-Bench), else {}: per category the pairs,
+    tokens/step, our speedup and Spec-Bench's (harness.analysis.specbench), the lossless rate and the accuracy over
+    the category's scored documents (None where it has no metric)."""
+    if "category" not in ok or ok["category"].isna().all():
+        return {}
+    out = {}
+    for c in dict.fromkeys(ok["category"].dropna()):
+        mine = ok[ok["category"] == c]
+        docs = set(mine["doc_id"])
+        values = [r["scores"].get(metric) for r in scores if r["method"] == method and r["doc_id"] in docs] \
+            if metric else []
+        values = [v for v in values if v is not None]
+        stats = {"n": int(len(mine)), "tokens_per_step": method_stats(mine)["tokens_per_step"],
+                 "accuracy": float(sum(values) / len(values)) if values else None}
+        if method != baseline:
+            pairs = pair(mine, base[base["category"] == c])
+            ratios = timed(pairs).assign(run_id="run")
+            figures = specbench_figures(ratios, mine)
+            stats.update(n_paired=int(len(ratios)), speedup=speedups(ratios)["speedup"] if len(ratios) else None,
+                         specbench_speedup=figures["specbench_speedup"],
+                         lossless_rate=float((pairs["output_sha1"] == pairs["output_sha1_ar"]).mean()) if len(pairs)
+                         else None)
+        out[str(c)] = stats
+    return out
+
+
 def accuracy_stats(scores: list[dict], metric: str | None, extra: tuple[str, ...] = ()) -> dict[str, dict]:
     """{method: {"accuracy", "metric", "n_scored", "metrics"}} from scores rows ({"method", "doc_id", "scores"}).
     A metric a task could not compute (MT-bench without a judge: NaN/None) gives accuracy None."""
@@ -120,8 +149,23 @@ def summarize(rows: list[dict], baseline: str = BASELINE, scores: list[dict] | N
                      {"n_paired": int(len(ok)), "n_docs": int(ok["doc_id"].nunique()), "speedup": 1.0,
                       "speedup_geomean": 1.0, "length_ratio": 1.0, "lossless_rate": 1.0})
         stats.update(acc.get(name) or {"accuracy": None, "metric": metric, "n_scored": 0, "metrics": {}})
+        by_category = category_stats(ok, base, name, baseline, scores or [], metric)
+        if by_category:
+            stats["categories"] = by_category
         out[name] = stats
     return out
+
+
+def format_categories(summary: dict[str, dict]) -> str:
+    """Per category (a task whose rows carry one), the methods' speedups both ways; "" for other tasks."""
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    header = ["category", "method", "n", "tok/step", "speedup", "spec-bench", "lossless", "accuracy"]
+    rows = [[c, name, s["n"], fmt(s["tokens_per_step"], ".2f"), fmt(s.get("speedup", 1.0), ".2f"),
+             fmt(s.get("specbench_speedup", 1.0), ".2f"), fmt(s.get("lossless_rate", 1.0), ".0%"),
+             fmt(s["accuracy"], ".3f") if s["accuracy"] is not None else "no metric"]
+            for name, stats in summary.items() for c, s in (stats.get("categories") or {}).items()]
+    rows.sort(key=lambda r: r[0])
+    return text_table(header, rows, right=set(range(2, len(header)))) if rows else ""
 
 
 def format_table(summary: dict[str, dict]) -> str:

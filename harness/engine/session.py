@@ -39,6 +39,7 @@ class Request:
     chat_prompt: str | None = None  # user message to use instead when the model has a chat template
     stop: tuple[str, ...] = ()  # stop strings (raw mode); chat mode stops on the model's EOS
     chat_stop: tuple[str, ...] = ()
+    category: str | None = None  # the task's category of the request (Spec-Bench's), recorded on its rows
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,8 @@ def blank_row(name: str, p: Prepared, cfg: RunConfig, seed: int, order: int, tur
             "ttft_s": None, "stop_reason": None, "drafted_tokens": None, "accepted_tokens": None,
             "draft_forwards": None, "step_tokens": None, "step_drafted": None, "step_accepted": None,
             "step_draft_forwards": None, "stationary_tokens": None, "step_stationary": None,
-            "max_repeat_run": None, "output_sha1": None, "output": None, "error": None}
+            "max_repeat_run": None, "output_sha1": None, "output": None, "error": None,
+            **({"category": p.request.category} if p.request.category is not None else {})}
 
 
 def run_one(decoder: Decoder, name: str, p: Prepared, cfg: RunConfig, seed: int, order: int, turn: int = 1) -> dict:

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from harness import HarnessError
 from harness.engine.generate import Stopper
 from harness.evaluation.lm_tasks import TASKS_DIR
+from harness.evaluation.names import split_task
 from harness.engine.records import SAMPLES, SCORES, read_samples, row_problem, write_jsonl_atomic
 from harness.engine.session import Request
 from lm_eval.api.model import LM
@@ -28,6 +29,7 @@ from lm_eval.api.registry import register_model
 log = logging.getLogger(__name__)
 LM_EVAL_NAME = "parallel-decoding"  # `lm_eval --model parallel-decoding` once this module is imported
 MULTI_TURN = "multi_turn"  # a generation_kwargs flag: the doc's "turns" are a conversation (MT-bench)
+BY_CATEGORY = "by_category"  # a generation_kwargs flag: the doc's "category" goes on its samples rows (Spec-Bench)
 
 
 def _quiet_lm_eval() -> None:
@@ -37,19 +39,24 @@ def _quiet_lm_eval() -> None:
 
 
 def dataset_kwargs(cfg) -> dict:
-    return {"data_dir": cfg.data_dir, "judge_url": cfg.judge_url, "judge_model": cfg.judge_model}
+    """What the task's loader is given: the data settings, and the part of the task selected (`TASK:SUBSET`)."""
+    subset = split_task(cfg.task)[1] if cfg.task else None
+    return {"data_dir": cfg.data_dir, "judge_url": cfg.judge_url, "judge_model": cfg.judge_model, "subset": subset}
 
 
 def load_task(task, cfg) -> None:
     """Read and check the task's data now, so that missing or malformed files fail before the model loads."""
-    utils = importlib.import_module(f"harness.evaluation.lm_tasks.{task.name}.utils")
+    utils = importlib.import_module(f"harness.evaluation.lm_tasks.{task.module}.utils")
     data = utils.load(**dataset_kwargs(cfg))
     if task.split not in data or len(data[task.split]) == 0:
         raise HarnessError(f"task {task.name}: its {task.split} split holds no examples ({task.locate(cfg.data_dir)})")
     task.skipped = utils.skipped(**dataset_kwargs(cfg)) if hasattr(utils, "skipped") else {}
     task.n_docs = min(len(data[task.split]), cfg.limit or len(data[task.split]))
-    if cfg.judge_url and task.name != "mt_bench":
-        raise HarnessError(f"--judge-url applies to mt_bench only, not {task.name}")
+    if cfg.judge_url and not task.judged:
+        from harness.evaluation.tasks import TASKS
+
+        judged = [name for name, make in TASKS.items() if getattr(make(), "judged", False)]
+        raise HarnessError(f"--judge-url applies to {', '.join(judged)} only, not {task.name}")
     if bool(cfg.judge_url) != bool(cfg.judge_model):
         raise HarnessError("give --judge-url and --judge-model together (an OpenAI-compatible endpoint and its model)")
 
@@ -139,7 +146,7 @@ class HarnessLM(LM):
 
         return cls.create_from_arg_obj(simple_parse_args_string(arg_string or ""), additional_config)
 
-    def _prepare(self, doc_id: str, messages: list[dict], gen_kwargs: dict):
+    def _prepare(self, doc_id: str, messages: list[dict], gen_kwargs: dict, doc: dict | None = None):
         from harness.engine.session import Prepared, check_room, encode
 
         s = self.session
@@ -151,8 +158,9 @@ class HarnessLM(LM):
         if not s.chat and gen_kwargs.get(MULTI_TURN):
             until += ("\nUser:",)  # the plain-text conversation format's next turn
         stopper = Stopper(s.eos, until, s.lm.tokenizer)
-        return Prepared(Request(doc_id, messages[-1]["content"]), torch.tensor([ids], device=s.lm.device),
-                        min(budget, room), stopper)
+        category = str(doc["category"]) if gen_kwargs.get(BY_CATEGORY) and doc else None
+        return Prepared(Request(doc_id, messages[-1]["content"], category=category),
+                        torch.tensor([ids], device=s.lm.device), min(budget, room), stopper)
 
     def _later_turns(self, request, first) -> int:
         """The positions a conversation's later turns may add to its first prompt: every later question with its
@@ -171,7 +179,7 @@ class HarnessLM(LM):
     def generate_until(self, requests, disable_tqdm: bool = False):
         s, method = self.session, self.session.cfg.method
         # 1. Every first-turn prompt is encoded and checked before any generation.
-        firsts = [self._prepare(str(r.doc_id), [{"role": "user", "content": r.args[0]}], r.args[1])
+        firsts = [self._prepare(str(r.doc_id), [{"role": "user", "content": r.args[0]}], r.args[1], r.doc)
                   for r in requests]
         # Each (request, turn) has a fixed index in the task, which seeds it and sets who goes first.
         turns = [len(r.doc["turns"]) if r.args[1].get(MULTI_TURN) else 1 for r in requests]
@@ -195,7 +203,7 @@ class HarnessLM(LM):
             messages, answers = [], []
             for turn, question in enumerate(r.doc["turns"], 1):
                 messages.append({"role": "user", "content": question})
-                p = first if turn == 1 else self._prepare(doc_id, messages, gen_kwargs)
+                p = first if turn == 1 else self._prepare(doc_id, messages, gen_kwargs, r.doc)
                 # who goes first alternates per conversation, not per turn: turn 2 copies turn 1, and an order
                 # tied to the turn would credit that to whichever side went first on it
                 answer = s.run_pair(p, start + turn - 1, turn, temperature, bar, first=position)[method]["output"] or ""

@@ -2,7 +2,8 @@
 before the model loads) and then `execute`, which drives a `runner.Session`.
 
     task = get_task("gsm8k"); task.load(cfg); task.execute(session, run_dir)
-The four benchmarks are lm-eval tasks shipped in harness/evaluation/lm_tasks (see harness.evaluation.lm_eval_model);
+    task = get_task("spec_bench:translation+rag")   # TASK:SUBSET, a part of a task that has parts
+The five benchmarks are lm-eval tasks shipped in harness/evaluation/lm_tasks (see harness.evaluation.lm_eval_model);
 `--prompts FILE.jsonl` runs any prompts without a metric.
 """
 from __future__ import annotations
@@ -14,7 +15,8 @@ from tqdm.auto import tqdm
 
 from harness import HarnessError
 from harness.engine.records import jsonl_lines
-from harness.evaluation.names import check_task
+from harness.evaluation.lm_tasks.spec_bench import utils as spec_bench
+from harness.evaluation.names import SUBSET, check_task, split_task
 from harness.engine.session import Request
 
 
@@ -36,6 +38,11 @@ class Task:
     def count(self) -> int | None:
         """How many requests `execute` will send (after `load`), when known in advance."""
         return None
+
+    def select(self, subset: str) -> None:
+        """Keep only part of the task (`TASK:SUBSET`); a task without parts refuses."""
+        raise HarnessError(f"task {self.name} has no parts to select ({self.name}{SUBSET}{subset}); "
+                           f"use --task {self.name}")
 
     def describe(self) -> dict:
         return {"name": self.name, "metric": self.metric, "source": self.source()}
@@ -105,10 +112,18 @@ class PromptsFile(Task):
 
 class LmEvalTask(Task):
     """A benchmark run through lm-evaluation-harness (prompts, filters, metrics) with our decoders
-    generating; `variants` maps raw/chat mode to the lm-eval task name in harness/evaluation/lm_tasks."""
+    generating; `variants` maps raw/chat mode to the lm-eval task name in harness/evaluation/lm_tasks.
 
-    def __init__(self, name, description, metric, raw, chat, size, files=(), hub=None, extra_metrics=(), split="test"):
+    What the harness must know about a task, the task carries: `turns` (generations per document; a conversation
+    task's documents run as conversations, and cannot be batched), `judged` (--judge-url applies), `parts` (checks a
+    `TASK:SUBSET` selection, and `planner` gives the turns of each document a run sends, without reading the data)."""
+
+    def __init__(self, name, description, metric, raw, chat, size, files=(), hub=None, extra_metrics=(), split="test",
+                 turns=1, judged=False, parts=None, planner=None):
         self.name, self.description, self.metric = name, description, metric
+        self.module = name  # its folder in harness/evaluation/lm_tasks (the name before any subset)
+        self.turns, self.multi_turn, self.judged = turns, turns > 1 or planner is not None, judged
+        self.parts, self.planner, self.subset = parts, planner, None
         self.variants = {"raw": raw, "chat": chat}
         self.size, self.files, self.hub, self.extra_metrics = size, files, hub, extra_metrics
         self.split = split  # the split evaluated (the lm-eval config's test_split)
@@ -128,6 +143,18 @@ class LmEvalTask(Task):
 
     def source(self):
         return self.locate(self.data_dir)
+
+    def select(self, subset):
+        if self.parts is None:
+            super().select(subset)
+        self.parts(subset)  # an unknown part: one error, before anything loads
+        self.subset, self.name = subset, f"{self.module}{SUBSET}{subset}"
+
+    def generations(self, limit: int | None) -> int:
+        """Generations a run sends: its documents (the limit, or the task's size) times their turns."""
+        if self.planner is not None:
+            return sum(self.planner(self.subset, limit))
+        return min(self.size, limit or self.size) * self.turns
 
     def lm_eval_name(self, chat: bool) -> str:
         return self.variants["chat" if chat else "raw"]
@@ -152,7 +179,8 @@ class LmEvalTask(Task):
         score_recorded(self, session, run_dir)
 
     def describe(self):
-        return {**super().describe(), "lm_eval_tasks": self.variants, "skipped": self.skipped}
+        return {**super().describe(), "lm_eval_tasks": self.variants, "skipped": self.skipped,
+                **({"subset": self.subset} if self.subset else {})}
 
 
 TASKS = {
@@ -173,13 +201,23 @@ TASKS = {
         "mt_bench", "MT-bench, 80 two-turn questions; 1-10 judge score with --judge-url, else agreement with AR",
         "judge_score,none", "mt_bench", "mt_bench", 80,
         files=("mt_bench/question.jsonl",), hub="HuggingFaceH4/mt_bench_prompts",
-        extra_metrics=("judge_score_turn1,none", "judge_score_turn2,none")),
+        extra_metrics=("judge_score_turn1,none", "judge_score_turn2,none"), turns=2, judged=True),
+    "spec_bench": lambda: LmEvalTask(
+        "spec_bench", "Spec-Bench, 480 questions in 13 categories (MT-bench's 80 with 2 turns); per-category speed, "
+        "GSM8K exact match on math_reasoning", "gsm8k_exact_match,none", "spec_bench", "spec_bench", 480,
+        files=(spec_bench.FILE,), parts=spec_bench.categories, planner=spec_bench.planned_turns),
 }
 
 
 def get_task(name: str | None, prompts_file: str | None = None) -> Task:
     check_task(name, prompts_file)
-    return PromptsFile(prompts_file) if prompts_file else TASKS[name]()
+    if prompts_file:
+        return PromptsFile(prompts_file)
+    base, subset = split_task(name)
+    task = TASKS[base]()
+    if subset is not None:
+        task.select(subset)
+    return task
 
 
 def prompts_for(task: str, split: str, data_dir: str | None, chat: bool, limit: int | None) -> list[tuple[str, str]]:

@@ -29,7 +29,6 @@ from methods.specs import format_options, spec_text
 
 PROFILE_DIRS = (LOCAL_DIR + "/profile", "results/profile")  # one's own first, then the committed reference's
 TASKS_DIR = Path(__file__).resolve().parents[1] / "evaluation" / "lm_tasks"
-TURNS = {"mt_bench": 2}  # generations per document
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +50,9 @@ def task_budget(task: str, prompts: str | None) -> int:
     """The task's default new-token budget (its lm-eval config's max_gen_toks; 128 for a prompts file)."""
     if prompts:
         return 128
-    found = [int(m) for f in sorted((TASKS_DIR / task).glob("*.yaml"))
+    from harness.evaluation.names import split_task
+
+    found = [int(m) for f in sorted((TASKS_DIR / split_task(task)[0]).glob("*.yaml"))
              for m in re.findall(r"max_gen_toks:\s*(\d+)", f.read_text())]
     return max(found) if found else 256
 
@@ -63,11 +64,10 @@ def request_count(rc: RunConfig) -> int:
             n = sum(1 for line in Path(rc.prompts).read_text().splitlines() if line.strip())
         except OSError as e:
             raise HarnessError(f"cannot read prompts file {rc.prompts}: {e.strerror}") from None
-    else:
-        from harness.evaluation.tasks import TASKS
+        return min(n, rc.limit or n)
+    from harness.evaluation.tasks import get_task
 
-        n = TASKS[rc.task]().size
-    return min(n, rc.limit or n) * TURNS.get(rc.task, 1)
+    return get_task(rc.task).generations(rc.limit)
 
 
 def costs(label: str, model: str, engine: str, folders=PROFILE_DIRS) -> tuple[dict[int, float], str] | None:

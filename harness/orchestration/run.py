@@ -15,7 +15,7 @@ from pathlib import Path
 from harness import HarnessError
 from harness.analysis.leaderboard import settings
 from harness.analysis.reference import differences, engine_label, reference_note
-from harness.analysis.summary import BASELINE, format_table, summarize
+from harness.analysis.summary import BASELINE, format_categories, format_table, summarize
 from harness.engine.models import LoadedModel, load_model
 from harness.engine.parallel import Process, start
 from harness.engine.records import (MANIFEST, SAMPLES, SCORES, SUMMARY, check_writable_dir, git_commit, hardware,
@@ -57,8 +57,8 @@ def check_batch_size(cfg: RunConfig, task, proc: Process, echo=print) -> RunConf
     if proc.distributed:
         raise HarnessError("--batch-size > 1 does not combine with a data-parallel launch (docs/batching.md); "
                            "launch one process")
-    if cfg.task == "mt_bench":
-        raise HarnessError("--batch-size > 1 runs single-turn tasks only; run mt_bench with --batch-size 1")
+    if getattr(task, "multi_turn", False):
+        raise HarnessError(f"--batch-size > 1 runs single-turn tasks only; run {task.name} with --batch-size 1")
     n = task.count()
     if n is not None and cfg.batch_size > n:
         echo(f"note: --batch-size {cfg.batch_size} is larger than the {n} requests of this run; using {n}")
@@ -161,6 +161,11 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print, lm: LoadedModel |
         task.score(session, run_dir)
     summary = write_summary(run_dir, info, task)
     echo(format_table(summary["methods"]))
+    by_category = format_categories(summary["methods"])
+    if by_category:
+        echo("per category (speedup: ours, the ratio of throughputs; spec-bench: its mean of per-sample tok/s, "
+             "docs/measurement.md#spec-bench-figures):")
+        echo(by_category)
     run_settings = settings(info)
     echo(f"engine: {engine_label(run_settings['engine'])}")
     note = reference_note({"this run": differences(run_settings)})

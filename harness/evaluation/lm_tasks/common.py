@@ -2,12 +2,13 @@
 
     docs = read_jsonl(path)                  # HarnessError naming file:line on a malformed line
     data = load_hub("gsm8k")                 # HUB["gsm8k"] at its pinned revision, as lm-eval loads it
-The data directory is laid out as ../shared/data (gsm8k/, mt_bench/, spider/); see README.md#data.
+The data directory is laid out as ../shared/data (gsm8k/, mt_bench/, spider/, spec_bench/); see README.md#data.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from harness import HarnessError
 from harness.engine import records
 
 log = logging.getLogger(__name__)
-LAYOUT_HINT = ("pass --data-dir DIR (or set HARNESS_DATA_DIR) laid out as gsm8k/, mt_bench/, spider/ "
+LAYOUT_HINT = ("pass --data-dir DIR (or set HARNESS_DATA_DIR) laid out as gsm8k/, mt_bench/, spider/, spec_bench/ "
                "(README.md#data; `harness data check DIR` verifies a copy)")
 
 
@@ -129,3 +130,9 @@ def dataset_dict(splits: dict[str, list[dict]]):
     import datasets
 
     return datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in splits.items()})
+
+
+def mean_ignoring_nan(values):
+    """The mean of the values a task could compute (NaN: no metric for that document), NaN when none could."""
+    values = [v for v in values if not math.isnan(v)]
+    return sum(values) / len(values) if values else float("nan")

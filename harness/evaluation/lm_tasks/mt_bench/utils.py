@@ -2,14 +2,13 @@
 judge_prompts.jsonl for grading), else the hub's HuggingFaceH4/mt_bench_prompts (pinned in common.HUB). The model answers both
 turns (harness.evaluation.lm_eval_model runs the conversation); with a judge each turn gets FastChat's 1-10 grade."""
 import json
-import math
 import os
 from functools import lru_cache
 from pathlib import Path
 
 from harness import HarnessError
 from harness.evaluation.judge import Judge, load_judge_prompts, load_references
-from harness.evaluation.lm_tasks.common import dataset_dict, load_hub, local_file, read_jsonl
+from harness.evaluation.lm_tasks.common import dataset_dict, load_hub, local_file, mean_ignoring_nan, read_jsonl  # noqa: F401
 
 NAN = float("nan")
 
@@ -63,8 +62,3 @@ def process_results(doc, results):
     return {"judge_score": sum(valid) / len(valid) if valid else NAN,
             "judge_score_turn1": NAN if scores[0] is None else scores[0],
             "judge_score_turn2": NAN if scores[1] is None else scores[1]}
-
-
-def mean_ignoring_nan(values):
-    values = [v for v in values if not math.isnan(v)]
-    return sum(values) / len(values) if values else NAN
