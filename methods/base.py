@@ -105,6 +105,12 @@ class Decoder:
         and what the choice was made from (recorded in run.json); (options, None) where nothing is `auto`."""
         return options, None
 
+    @classmethod
+    def planned(cls, options: Any, card: Callable[[str], dict | None]) -> tuple[tuple[int, ...], float | None]:
+        """For a plan without a model (`--dry-run`): the forward widths a run of `options` will use and the tokens/step
+        it expects, from the options and `card(spec)`, a checkpoint's card; None where it cannot say."""
+        return cls.forward_widths(options), None
+
     def card(self, spec: str) -> dict | None:
         """A checkpoint's card through the loader (None without a loader that reads cards)."""
         return self.loader.card(spec) if self.loader is not None and hasattr(self.loader, "card") else None

@@ -61,6 +61,17 @@ class CLLM(Jacobi):
         return ()  # its block is the checkpoint's, or `auto` from the checkpoint's own measurements
 
     @classmethod
+    def planned(cls, options, card):
+        """The block the checkpoint was trained for when block_size is `checkpoint`, and the tokens/step its card
+        measured at the block."""
+        found = card(options.checkpoint) or {}
+        n = found.get("block_size") if options.block_size == "checkpoint" else options.block_size
+        if not str(n).isdigit():
+            return (), None
+        tps = (found.get("tokens_per_step") or {}).get(str(n))
+        return (int(n) + 1,), (float(tps) if tps else None)
+
+    @classmethod
     def resolve_auto(cls, options, ctx: AutoContext):
         """block_size=auto: the block n with the best expected speed here, tokens_per_step(n) / (t(n+1) / t(1)), with
         tokens/step per block from the checkpoint's card (`harness cllm measure --write-card`) and t(w) from ctx."""

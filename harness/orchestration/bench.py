@@ -24,7 +24,6 @@ from harness.evaluation.sandbox import require_isolation
 from methods.base import OptionError
 from methods.specs import MethodSpec, parse_specs, spec_text
 
-JUDGED = "mt_bench"  # the one task --judge-url / --judge-model apply to
 FLAGS = {"output_dir": "--runs-dir"}  # settings whose option is not named after them
 
 
@@ -96,11 +95,14 @@ class BenchConfig:
     def run_configs(self) -> list[RunConfig]:
         """Replicate by replicate (the whole sweep once each, so that a slow hour of the machine hits every method
         alike), then task by task and batch size by batch size, every method on the same prompts (same limit and
-        seed). The judge goes to MT-bench only."""
+        seed). The judge goes to the judged tasks only (a task's `judged` trait: MT-bench)."""
+        from harness.evaluation.tasks import get_task
+
         limits = dict(self.limits)
         shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(RunConfig)
                   if f.name not in ("method", "task", "options", "limit", "prompts") and hasattr(self, f.name)}
-        judge = lambda task: {} if task == JUDGED else {"judge_url": None, "judge_model": None}  # noqa: E731
+        judged = {task: get_task(task).judged for task in self.tasks}
+        judge = lambda task: {} if judged[task] else {"judge_url": None, "judge_model": None}  # noqa: E731
         return [RunConfig(**{**shared, **judge(task)}, method=name, task=task, options=dict(opts),
                           limit=limits.get(task, self.limit), batch_size=b, replicate=r)
                 for r in range(1, self.repeats + 1) for task in self.tasks for b in self.batch_sizes

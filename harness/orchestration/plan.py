@@ -96,7 +96,8 @@ def t_of(known: dict[int, float], w: int) -> float:
 
 
 def pilot_tokens_per_step(name: str, options: dict, tuning: str | None) -> tuple[float, str] | None:
-    """Tokens/step of (method, options) measured by `harness tune`'s pilot, or on a CLLM checkpoint's card."""
+    """Tokens/step of (method, options) measured by `harness tune`'s pilot, or what the method expects from its
+    checkpoint's card (Decoder.planned: a CLLM checkpoint records tokens/step per block)."""
     from methods import get_method
 
     opts = dataclasses.asdict(get_method(name).parse_options(options))
@@ -112,13 +113,8 @@ def pilot_tokens_per_step(name: str, options: dict, tuning: str | None) -> tuple
                 p.split("=", 1) for p in re.split(r",(?=[A-Za-z_]\w*=)", r["options"]) if p)))
             if theirs == opts:
                 return float(r["tokens_per_step"]), f"pilot ({tuning})"
-    if name == "cllm":
-        card = cllm_card(opts["checkpoint"])
-        n = card.get("block_size") if opts["block_size"] == "checkpoint" else opts["block_size"]
-        tps = (card.get("tokens_per_step") or {}).get(str(n))
-        if tps:
-            return float(tps), "checkpoint card"
-    return None
+    _, tps = get_method(name).planned(get_method(name).parse_options(options), cllm_card)
+    return (float(tps), "checkpoint card") if tps else None
 
 
 def cllm_card(checkpoint: str) -> dict:
@@ -132,11 +128,7 @@ def widest(name: str, options: dict) -> int | None:
     from methods import get_method
 
     cls = get_method(name)
-    opts = cls.parse_options(options)
-    if name == "cllm" and opts.block_size == "checkpoint":
-        n = cllm_card(opts.checkpoint).get("block_size")
-        return int(n) + 1 if n else None
-    widths = cls.forward_widths(opts)
+    widths, _ = cls.planned(cls.parse_options(options), cllm_card)
     return max(widths) if widths else None
 
 
