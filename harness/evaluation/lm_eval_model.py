@@ -52,11 +52,6 @@ def load_task(task, cfg) -> None:
         raise HarnessError(f"task {task.name}: its {task.split} split holds no examples ({task.locate(cfg.data_dir)})")
     task.skipped = utils.skipped(**dataset_kwargs(cfg)) if hasattr(utils, "skipped") else {}
     task.n_docs = min(len(data[task.split]), cfg.limit or len(data[task.split]))
-    if cfg.judge_url and not task.judged:
-        from harness.evaluation.tasks import TASKS
-
-        judged = [name for name, make in TASKS.items() if getattr(make(), "judged", False)]
-        raise HarnessError(f"--judge-url applies to {', '.join(judged)} only, not {task.name}")
     if bool(cfg.judge_url) != bool(cfg.judge_model):
         raise HarnessError("give --judge-url and --judge-model together (an OpenAI-compatible endpoint and its model)")
 

@@ -164,6 +164,9 @@ class LmEvalTask(Task):
 
         self.data_dir = cfg.data_dir
         load_task(self, cfg)
+        if cfg.judge_url and not self.judged:
+            judged = [name for name, make in TASKS.items() if getattr(make(), "judged", False)]
+            raise HarnessError(f"--judge-url applies to {', '.join(judged)} only, not {self.name}")
 
     def count(self):
         return self.n_docs
