@@ -193,7 +193,7 @@ def run(ctx, resume, dry_run, runs_dir, **kwargs):
 def _dry_run(configs, device: str, tuning: str | None = None, previous=None) -> None:
     """Print the plan of these runs and their estimate (harness.orchestration.plan); nothing is loaded or run."""
     from harness.engine.models import resolve_device
-    from harness.engine.records import hardware
+    from harness.engine.provenance import hardware
     from harness.orchestration.plan import format_plan, plan
 
     label = hardware(resolve_device(device))["label"]
@@ -204,7 +204,7 @@ def _dry_run(configs, device: str, tuning: str | None = None, previous=None) -> 
 def _check_tuning_hardware(path: str, device: str) -> None:
     """A warning when a tuning file was made on other hardware than this: its settings were chosen for that one."""
     from harness.engine.models import resolve_device
-    from harness.engine.records import hardware
+    from harness.engine.provenance import hardware
     from harness.orchestration.tune import tuning_hardware
 
     label, made_on = hardware(resolve_device(device))["label"], tuning_hardware(path)
@@ -657,7 +657,7 @@ def study(checkpoints, model, out, **kwargs):
         raise HarnessError("no --out: pass the folder for study.csv, e.g. --out results/cllm-study")
     if kwargs["profile"]:
         from harness.engine.models import resolve_device
-        from harness.engine.records import hardware
+        from harness.engine.provenance import hardware
         from harness.orchestration.tune import choose_profile
 
         label = hardware(resolve_device(kwargs["device"]))["label"]

@@ -149,7 +149,7 @@ def write_profile(folder: Path, label: str, model="tiny-random", t1=0.01):
 
 def this_label() -> str:
     from harness.engine.models import resolve_device
-    from harness.engine.records import hardware
+    from harness.engine.provenance import hardware
 
     return hardware(resolve_device("auto"))["label"]
 

@@ -17,7 +17,7 @@ from harness.cllm.train import TrainConfig, cllm_losses, group_samples, pack, sa
 from harness.cllm.trajectories import CollectConfig, collect, read_trajectories
 from harness.engine.generate import Stopper, generate, generate_batch
 from harness.engine.models import load_model, model_loader
-from harness.engine.records import content_hash
+from harness.engine.provenance import content_hash
 from harness.engine.session import build_decoder, encode, eos_ids
 from methods.cllm import CLLM, CLLMOptions
 

@@ -93,7 +93,7 @@ def test_file_hashes_are_cached_by_path_size_and_mtime(tmp_path):
     import json
     import os
 
-    from harness.engine.records import file_sha256
+    from harness.engine.provenance import file_sha256
 
     f, cache = tmp_path / "w.bin", tmp_path / "cache" / "sha256.json"
     f.write_bytes(b"weights")
@@ -110,7 +110,7 @@ def test_file_hashes_are_cached_by_path_size_and_mtime(tmp_path):
 
 def test_a_model_directory_is_recorded_by_the_hash_of_its_weight_and_config_files(tmp_path, monkeypatch):
     from harness.engine.models import tiny_random
-    from harness.engine.records import content_hash
+    from harness.engine.provenance import content_hash
 
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     model, tok = tiny_random(seed=4)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from harness.cli import main
 from harness.engine.models import tiny_random
 from harness.orchestration.profile import COLUMNS, measure
-from harness.engine.records import hardware
+from harness.engine.provenance import hardware
 from harness.analysis.markdown import find_profile, profile_markdown
 
 PNG = b"\x89PNG\r\n\x1a\n"

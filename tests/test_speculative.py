@@ -6,7 +6,7 @@ import torch
 
 from harness.engine.generate import Stopper, generate
 from harness.engine.models import model_loader, tiny_random
-from harness.engine.records import content_hash
+from harness.engine.provenance import content_hash
 from methods import get_method
 from methods.drafters import DRAFTERS, Drafter, ModelDrafter, NgramDrafter, make_drafter, truncated_view
 from methods.kv import CacheRollbackError, rollback

@@ -260,10 +260,9 @@ def _trainer_class():
     return CLLMTrainer
 
 
-def train(cfg: TrainConfig, echo=print) -> Path:
-    from transformers import TrainingArguments
-
-    from harness.engine.models import load_model, resolve_device, resolve_dtype
+def checked_samples(cfg: TrainConfig) -> tuple[dict, list]:
+    """The trajectory file's header and the samples to train on (its first --samples; with --snapshots, in the order
+    that makes each snapshot a training of its own size), after checking the options: one line where one is off."""
     from harness.engine.parallel import launched
 
     if cfg.states_per_block < 0:
@@ -290,6 +289,14 @@ def train(cfg: TrainConfig, echo=print) -> Path:
         if launched()[1] > 1:
             raise HarnessError("--snapshots runs in one process (its checkpoints are written between steps)")
         samples = [samples[i] for i in snapshot_order(len(samples), cfg.snapshots, cfg.seed)]
+    return header, samples
+
+
+def trainable_model(cfg: TrainConfig, header: dict):
+    """(loaded model, the model to train (with LoRA adapters when --lora), bf16 autocast?, frozen base in bf16?)."""
+    from harness.engine.models import load_model, resolve_device, resolve_dtype
+    from harness.engine.parallel import launched
+
     base = cfg.model or header["model"]
     device = resolve_device(cfg.device)
     bf16 = use_bf16(cfg.mixed_precision, device)
@@ -313,9 +320,13 @@ def train(cfg: TrainConfig, echo=print) -> Path:
 
         model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
                                                  target_modules="all-linear", task_type="CAUSAL_LM"))
-    out = Path(cfg.out)
-    cuda = device.type == "cuda"
-    args = TrainingArguments(
+    return lm, model, bf16, frozen_bf16
+
+
+def training_arguments(cfg: TrainConfig, out: Path, cuda: bool, autocast_bf16: bool):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
         output_dir=str(out / "trainer"), per_device_train_batch_size=1, gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         # A data-scaling run holds its rate after a warm-up fixed in steps (a ratio of the smallest snapshot), so
@@ -326,9 +337,21 @@ def train(cfg: TrainConfig, echo=print) -> Path:
         train_sampling_strategy="sequential" if cfg.snapshots else "random",
         logging_steps=10, save_steps=cfg.save_steps, save_total_limit=2,
         report_to=[], remove_unused_columns=False, seed=cfg.seed, use_cpu=not cuda,
-        bf16=bf16 and not frozen_bf16 and lm.dtype == torch.float32, dataloader_num_workers=0,
+        bf16=autocast_bf16, dataloader_num_workers=0,
         ddp_find_unused_parameters=False,  # every trainable weight is in every forward (DDP: no extra graph walk)
         disable_tqdm=False)
+
+
+def train(cfg: TrainConfig, echo=print) -> Path:
+    """`harness cllm train`: 1. the samples, 2. the model (LoRA or full), 3. the Trainer with the consistency and AR
+    losses, resumable, writing snapshots, 4. the checkpoint and its card (rank 0)."""
+    from harness.engine.models import resolve_device
+
+    header, samples = checked_samples(cfg)
+    lm, model, bf16, frozen_bf16 = trainable_model(cfg, header)
+    out = Path(cfg.out)
+    args = training_arguments(cfg, out, resolve_device(cfg.device).type == "cuda",
+                              bf16 and not frozen_bf16 and lm.dtype == torch.float32)
     dataset = PackedSamples(samples, cfg.loss, cfg.seed, cfg.states_per_block, cfg.horizon)
     trainer = _trainer_class()(model=model, args=args, train_dataset=dataset,
                                data_collator=lambda batch: batch[0])

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from harness import HarnessError
-from harness.engine.records import content_hash, file_sha256, files_sha256
+from harness.engine.provenance import content_hash, file_sha256, files_sha256
 
 log = logging.getLogger(__name__)
 

@@ -96,9 +96,14 @@ def install_guard(root: str) -> None:
     builtins.open = io.open = _io.open = guarded_open
     io.FileIO = _io.FileIO = GuardedFileIO
     _posixsubprocess.fork_exec = deny("subprocess")
+    deny_sockets(_socket, deny)
+
+
+def deny_sockets(_socket, deny) -> None:
+    """No socket: socketpair is denied and the socket class stays a class (socket.socket, ssl and asyncio subclass
+    it) but cannot be instantiated."""
     _socket.socketpair = deny("socket.socketpair")
 
-    # The socket class stays a class (socket.socket, ssl and asyncio subclass it) but cannot be instantiated.
     class DeniedSocket(_socket.socket):
         __slots__ = ()  # socket.socket adds __weakref__ itself
         __init__ = deny("socket.socket")

@@ -237,7 +237,7 @@ def bench(cfg: BenchConfig, echo=print, warn=None, n_boot: int = 2000, plots: bo
     its share of each run (harness.orchestration.run) and only rank 0 reports (the others return None)."""
     from harness.engine.models import load_model, resolve_device
     from harness.engine.parallel import start
-    from harness.engine.records import hardware
+    from harness.engine.provenance import hardware
     from harness.analysis.report import report
     from harness.orchestration.run import run
 

@@ -107,7 +107,8 @@ def run_profile(cfg: ProfileConfig, progress=None) -> tuple[pd.DataFrame, dict, 
     Returns (table, conditions, {"csv"|"json"|"png": path})."""
     from harness.engine.models import load_model
     from harness.analysis.plots import slug
-    from harness.engine.records import hardware, versions, write_atomic
+    from harness.engine.provenance import hardware, versions
+    from harness.engine.records import write_atomic
 
     lm = load_model(cfg.model, cfg.device, cfg.dtype, seed=cfg.seed)
     longest = cfg.context + max(cfg.widths)

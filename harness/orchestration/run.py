@@ -18,9 +18,9 @@ from harness.analysis.reference import differences, engine_label, reference_note
 from harness.analysis.summary import BASELINE, format_categories, format_table, summarize
 from harness.engine.models import LoadedModel, load_model
 from harness.engine.parallel import Process, start
-from harness.engine.records import (MANIFEST, SAMPLES, SCORES, SUMMARY, check_writable_dir, git_commit, hardware,
-                                    make_dir, merge_parts, new_run_id, read_manifest, read_samples, versions,
-                                    write_json_atomic)
+from harness.engine.provenance import git_commit, hardware, versions
+from harness.engine.records import (MANIFEST, SAMPLES, SCORES, SUMMARY, check_writable_dir, make_dir, merge_parts,
+                                    new_run_id, read_manifest, read_samples, write_json_atomic)
 from harness.engine.session import RunConfig, Session
 from harness.orchestration.auto import resolve as resolve_auto, resumed
 from harness.evaluation.sandbox import isolation_report, require_isolation
@@ -89,6 +89,21 @@ def write_summary(run_dir: Path, info: dict, task=None) -> dict:
     return summary
 
 
+def write_manifest(run_dir: Path, info: dict | None, make, auto: dict | None, proc: Process) -> dict:
+    """run.json: a new run's conditions (`make()`, with its `auto` choices), or a resumed run's, updated when more
+    processes resume it than started it. Returns the manifest."""
+    if info is None:
+        make_dir(run_dir, exist_ok=False)
+        info = make()
+        if auto:
+            info["auto"] = auto
+        write_json_atomic(run_dir / MANIFEST, info)
+    elif proc.distributed and info.get("world_size", 1) < proc.world_size:
+        info.update(proc.describe())  # resumed by more processes than it was started with
+        write_json_atomic(run_dir / MANIFEST, info)
+    return info
+
+
 def run(cfg: RunConfig, resume: str | None = None, echo=print, lm: LoadedModel | None = None) -> Path:
     """One run folder; `lm`, when given, is cfg.model already loaded (a sweep loads it once).
 
@@ -121,15 +136,9 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print, lm: LoadedModel |
 
     # 2. The run folder: conditions in run.json (rank 0), rows appended to samples.jsonl (or, in a
     #    data-parallel run, to each rank's part file) as they are produced.
-    if proc.main and not resume:
-        make_dir(run_dir, exist_ok=False)
-        info = manifest(cfg, run_id, lm, task, session.decoders(None)[cfg.method][1], session.loaded, proc)
-        if auto:
-            info["auto"] = auto
-        write_json_atomic(run_dir / MANIFEST, info)
-    elif proc.main and proc.distributed and info.get("world_size", 1) < proc.world_size:
-        info.update(proc.describe())  # resumed by more processes than it was started with
-        write_json_atomic(run_dir / MANIFEST, info)
+    if proc.main:
+        info = write_manifest(run_dir, info, lambda: manifest(cfg, run_id, lm, task, session.decoders(None)[cfg.method][1],
+                                                               session.loaded, proc), auto, proc)
     proc.barrier()  # the folder exists
     session.open(run_dir)
     proc.barrier()  # every rank has read what is done before any writes
@@ -159,7 +168,13 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print, lm: LoadedModel |
     merge_parts(run_dir)
     if proc.distributed:
         task.score(session, run_dir)
-    summary = write_summary(run_dir, info, task)
+    show_summary(write_summary(run_dir, info, task), info, run_dir, echo)
+    return run_dir
+
+
+def show_summary(summary: dict, info: dict, run_dir: Path, echo=print) -> None:
+    """The run's table (per category too, for a task with categories), its engine, how its settings differ from the
+    committed sweep's, its warnings and its folder."""
     echo(format_table(summary["methods"]))
     by_category = format_categories(summary["methods"])
     if by_category:
@@ -174,4 +189,3 @@ def run(cfg: RunConfig, resume: str | None = None, echo=print, lm: LoadedModel |
     for warning in summary.get("warnings", []):
         echo(f"warning: {warning}")
     echo(f"run folder: {run_dir}")
-    return run_dir

@@ -27,7 +27,8 @@ from harness import LOCAL_DIR, HarnessError
 from harness.evaluation.tasks import prompts_for
 from harness.engine.generate import Stopper, generate
 from harness.engine.models import load_model, resolve_device
-from harness.engine.records import check_writable_dir, hardware, make_dir, write_json_atomic
+from harness.engine.provenance import hardware
+from harness.engine.records import check_writable_dir, make_dir, write_json_atomic
 from harness.engine.session import build_decoder, encode, eos_ids
 from harness.orchestration.profile import measure, profile_for, profile_label
 from methods.specs import format_options
