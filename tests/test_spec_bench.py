@@ -204,47 +204,25 @@ class Tokenized:
         self.input_ids = ids
 
 
-def speed_py(jsonl_file, jsonl_file_base, tokenizer, task=None):
-    """evaluation/speed.py's `speed` (hemingkx/Spec-Bench at fd2c1cd7), transcribed: only the file reading and the
-    tokenizer (here a function giving BOS + the answer's recorded tokens) differ, and nothing is printed."""
-    mt_bench_list = ["writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"]
-    data = []
-    for json_obj in jsonl_file:
+MT_BENCH = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
+
+
+def speed_py(answers, base_answers, tokenizer, task=None):
+    """Spec-Bench's evaluation/speed.py formulas (hemingkx/Spec-Bench at fd2c1cd7), written afresh for this test from
+    its definitions: per answer, tokens / wall time summed over its turns; speedup = the mean of the method's
+    per-answer tok/s over the mean of the baseline's; the baseline's tokens are re-counted from its text (its
+    tokenizer's length minus the BOS); accept lengths pooled over every step. `task`: a category, "mt_bench" (its
+    eight categories) or "overall". Returns (method tok/s, baseline tok/s, speedup, accept lengths)."""
+    def chosen(rows):
         if task == "overall":
-            data.append(json_obj)
-        elif task == "mt_bench":
-            if json_obj["category"] in mt_bench_list:
-                data.append(json_obj)
-        else:
-            if json_obj["category"] == task:
-                data.append(json_obj)
-    speeds = []
-    accept_lengths_list = []
-    for datapoint in data:
-        tokens = sum(datapoint["choices"][0]['new_tokens'])
-        times = sum(datapoint["choices"][0]['wall_time'])
-        accept_lengths_list.extend(datapoint["choices"][0]['accept_lengths'])
-        speeds.append(tokens / times)
-    data = []
-    for json_obj in jsonl_file_base:
-        if task == "overall":
-            data.append(json_obj)
-        elif task == "mt_bench":
-            if json_obj["category"] in mt_bench_list:
-                data.append(json_obj)
-        else:
-            if json_obj["category"] == task:
-                data.append(json_obj)
-    speeds0 = []
-    for datapoint in data:
-        answer = datapoint["choices"][0]['turns']
-        tokens = 0
-        for i in answer:
-            tokens += (len(tokenizer(i).input_ids) - 1)
-        times = sum(datapoint["choices"][0]['wall_time'])
-        speeds0.append(tokens / times)
-    speedup_ratio = np.array(speeds).mean() / np.array(speeds0).mean()
-    return np.array(speeds).mean(), np.array(speeds0).mean(), speedup_ratio, accept_lengths_list
+            return rows
+        return [r for r in rows if (r["category"] in MT_BENCH if task == "mt_bench" else r["category"] == task)]
+
+    mine = [r["choices"][0] for r in chosen(answers)]
+    base = [r["choices"][0] for r in chosen(base_answers)]
+    tps = np.mean([sum(c["new_tokens"]) / sum(c["wall_time"]) for c in mine])
+    tps0 = np.mean([sum(len(tokenizer(t).input_ids) - 1 for t in c["turns"]) / sum(c["wall_time"]) for c in base])
+    return tps, tps0, tps / tps0, [n for c in mine for n in c["accept_lengths"]]
 
 
 def mean_report(runs: list[tuple[list, list]], tokenizer, task):
