@@ -16,7 +16,7 @@ import torch
 from methods.acceptance import sample
 from methods.batch import chain_layout
 from methods.engine import Engine
-from methods.registry import Registry
+from methods.registry import Registry, suggestion
 
 
 class Drafter:
@@ -44,7 +44,7 @@ class Drafter:
 
     def engines(self) -> dict[str, Engine]:
         """{role: engine} of the drafter's own forwards (none for a drafter without a model)."""
-        return {"draft": self.engine} if isinstance(getattr(self, "engine", None), Engine) else {}
+        return {}
 
     def propose(self, committed: Sequence[int], k: int, temperature: float):
         raise NotImplementedError
@@ -72,16 +72,15 @@ DRAFTERS = Registry("drafter", {"ngram": "methods.drafters:NgramDrafter",
 def check_draft(spec: str) -> None:
     """A `draft=` spec that names no registered drafter and no model file, directory or hub id (org/name), yet is close
     to a drafter's name, is a typo: a ValueError that suggests the drafter (a model alias goes on to the loader)."""
-    import difflib
     from pathlib import Path
 
     name = spec.partition(":")[0]
     available = DRAFTERS.available()
     if name in available or "/" in spec or spec.endswith(".gguf") or Path(spec).expanduser().exists():
         return
-    close = difflib.get_close_matches(name, list(available), n=1, cutoff=0.7)  # strict: model aliases are not typos
-    if close:
-        raise ValueError(f"unknown drafter {name!r}; did you mean {close[0]!r}? (drafters: {', '.join(sorted(available))}, "
+    hint = suggestion(name, available, cutoff=0.7)  # strict: model aliases are not typos
+    if hint:
+        raise ValueError(f"unknown drafter {name!r}{hint} (drafters: {', '.join(sorted(available))}, "
                          "or a model: alias, hub id, directory or .gguf; see `harness drafters`)")
 
 
@@ -142,6 +141,9 @@ class ModelDrafter(Drafter):
 
     def reserve(self, positions, fit=False):
         return self.engine.reserve(positions, fit)
+
+    def engines(self):
+        return {"draft": self.engine}
 
     def _load(self, spec):
         if self.loader is None:

@@ -68,7 +68,7 @@ class Registry:
         return self.load(self.spec(name))
 
 
-def suggestion(name: str, choices) -> str:
-    """"; did you mean 'x'?" for the closest of `choices`, or "" when none is close."""
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+def suggestion(name: str, choices, cutoff: float = 0.5) -> str:
+    """"; did you mean 'x'?" for the closest of `choices` (difflib's ratio at least `cutoff`), or "" when none is."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=cutoff)
     return f"; did you mean {close[0]!r}?" if close else ""

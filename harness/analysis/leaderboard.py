@@ -201,13 +201,17 @@ def paired_accuracy(scores: pd.DataFrame, method: str, metric: str | None) -> pd
     return both.rename(columns={"acc_m": "m_acc", "acc_a": "a_acc"}) if len(both) else None
 
 
-def run_throughput(rows: pd.DataFrame) -> float | None:
-    """Tokens per second, never pooled across runs: each run's Σ tokens / Σ time, the median over runs."""
+def per_run_speed(rows: pd.DataFrame) -> pd.Series:
+    """Each run's Σ tokens / Σ time over its successful rows, by run_id."""
     ok = rows[rows["error"].isna()]
-    if ok.empty:
-        return None
     sums = ok.assign(t=ok["new_tokens"].astype(float), s=ok["wall_time_s"].astype(float)).groupby("run_id")[["t", "s"]].sum()
-    return float((sums["t"] / sums["s"]).median())
+    return sums["t"] / sums["s"]
+
+
+def run_throughput(rows: pd.DataFrame) -> float | None:
+    """Tokens per second, never pooled across runs: the median over runs of per_run_speed."""
+    speeds = per_run_speed(rows)
+    return float(speeds.median()) if len(speeds) else None
 
 
 def foreign_history(mine: pd.DataFrame, method: str) -> pd.Series:
@@ -370,13 +374,10 @@ def run_speeds(runs: Runs) -> pd.DataFrame:
     """One row per run: its method's and its AR's throughput, and AR's against the median AR throughput of the runs
     with the same model, hardware, task and settings (`ar_vs_median`); `flagged` where that is off by more than
     AR_SPEED_TOLERANCE (the machine ran at another speed: its tok/s do not compare with the others')."""
-    s = runs.samples[runs.samples["error"].isna()].assign(t=lambda d: d["new_tokens"].astype(float),
-                                                          sec=lambda d: d["wall_time_s"].astype(float))
-    sums = s.groupby(["run_id", s["method"] == BASELINE])[["t", "sec"]].sum()
-    speed = (sums["t"] / sums["sec"]).unstack()  # run_id x {False: method, True: AR}
+    s, ar = runs.samples, runs.samples["method"] == BASELINE
     table = runs.runs.assign(options=runs.runs["method_options"].map(format_options))
-    table = table.assign(tokens_per_s=table["run_id"].map(speed.get(False, pd.Series(dtype=float))),
-                         ar_tokens_per_s=table["run_id"].map(speed.get(True, pd.Series(dtype=float))))
+    table = table.assign(tokens_per_s=table["run_id"].map(per_run_speed(s[~ar])),
+                         ar_tokens_per_s=table["run_id"].map(per_run_speed(s[ar])))
     table.loc[table["method"] == BASELINE, "tokens_per_s"] = table["ar_tokens_per_s"]
     group = ["model", "hardware", "task", *SETTINGS]
     median = table.groupby(group, dropna=False)["ar_tokens_per_s"].transform("median")
